@@ -1,0 +1,1 @@
+"""Size-stratified COCO evaluation."""
