@@ -20,3 +20,14 @@ def shared_data() -> Path:
             "../shared/data (set SMALLDET_SHARED_DATA to point elsewhere)"
         )
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """CI has 2 cores: one intra-op thread per test process avoids oversubscription."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

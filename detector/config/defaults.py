@@ -18,8 +18,9 @@ DEFAULTS: dict = {
         "num_classes": 0,  # foreground classes; 0 = take it from the training dataset
         "backbone": {
             "depth": 18,  # 18 | 34 | 50 | 101
-            # per-block dilation rates per stage, e.g. {layer4: [1, 2, 5]}; a stage not named
-            # gets the variant's default (rate 1, or 2 for a stage that traded its stride)
+            # per-block dilation rates per stage, e.g. {layer4: [1, 2, 5]} (BasicBlock stages
+            # also take one rate per 3x3 conv); a stage not named gets the variant's default:
+            # 1, or the product of the strides traded so far (dc5: layer4 2; dc4: 2 and 4)
             "dilations": {},
             "hdc_check": "warn",  # error | warn | off
             "norm": "frozen_bn",  # frozen_bn | bn | gn | syncbn

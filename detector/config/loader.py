@@ -115,10 +115,23 @@ def _type_ok(default: Any, value: Any, dotted: str) -> bool:
     return isinstance(value, type(default))
 
 
+def _yaml_bool_to_word(value: Any, default: Any) -> Any:
+    """YAML 1.1 reads an unquoted ``off``/``on`` as a bool; a string key means the word."""
+    if isinstance(default, str) and isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
+
 def validate(cfg: dict, schema: dict = DEFAULTS, prefix: str = "", source: str = "config") -> None:
-    """Refuse unknown keys (with a suggestion) and values of the wrong type."""
-    for key, value in cfg.items():
+    """Refuse unknown keys (with a suggestion) and values of the wrong type.
+
+    String keys given an unquoted YAML ``off``/``on`` are turned back into the word in place.
+    """
+    for key in list(cfg):
         dotted = f"{prefix}{key}"
+        if key in schema:
+            cfg[key] = _yaml_bool_to_word(cfg[key], schema[key])
+        value = cfg[key]
         if key not in schema:
             raise ConfigError(
                 f"{source}: unknown key {dotted!r}{_suggest(key, list(schema))}"

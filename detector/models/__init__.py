@@ -1,0 +1,37 @@
+"""Models: dilated ResNet backbones (C5 / DC5 / DC4 / HDC rates), Faster R-CNN, and the
+receptive-field, gridding and effective-receptive-field analyses."""
+
+from .backbone import ResNetBackbone, build_backbone, build_resnet
+from .detector import NativeSizeTransform, build_detector, count_parameters
+from .erf import effective_receptive_field, plot_erf
+from .gridding import coverage, plot_coverage
+from .hdc import HDCError, HDCVerdict, check_hdc
+from .info import format_info, model_info
+from .norm import convert_sync_batchnorm, get_norm_layer
+from .receptive_field import dilated_stack, receptive_field, stage_receptive_fields
+from .weights import WeightsError, load_resnet_weights
+
+__all__ = [
+    "HDCError",
+    "HDCVerdict",
+    "NativeSizeTransform",
+    "ResNetBackbone",
+    "WeightsError",
+    "build_backbone",
+    "build_resnet",
+    "build_detector",
+    "check_hdc",
+    "convert_sync_batchnorm",
+    "count_parameters",
+    "coverage",
+    "dilated_stack",
+    "effective_receptive_field",
+    "format_info",
+    "get_norm_layer",
+    "load_resnet_weights",
+    "model_info",
+    "plot_coverage",
+    "plot_erf",
+    "receptive_field",
+    "stage_receptive_fields",
+]
