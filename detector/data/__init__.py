@@ -1,0 +1,26 @@
+"""COCO-format datasets, validation, transforms, batching and the built-in synthetic dataset."""
+
+from .coco import CocoDataset, open_image
+from .loader import build_dataset, build_test_loader, build_train_loader, collate
+from .sampler import TrainBatchSampler
+from .synthetic import CLASSES, builtin_paths, generate_dataset
+from .transforms import build_transforms
+from .validation import DatasetError, ValidationReport, load_coco_json, validate_coco
+
+__all__ = [
+    "CLASSES",
+    "CocoDataset",
+    "DatasetError",
+    "TrainBatchSampler",
+    "ValidationReport",
+    "build_dataset",
+    "build_test_loader",
+    "build_train_loader",
+    "build_transforms",
+    "builtin_paths",
+    "collate",
+    "generate_dataset",
+    "load_coco_json",
+    "open_image",
+    "validate_coco",
+]
