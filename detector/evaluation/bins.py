@@ -51,7 +51,8 @@ PRESETS: dict[str, tuple[list[SizeBin], str]] = {
             SizeBin("large", 64, INF),
         ],
         "AI-TOD (Wang et al., ICPR 2020 / ISPRS 2021) and its cocoapi-aitod fork: "
-        "very tiny 2-8, tiny 8-16, small 16-32, medium 32-64 px.",
+        "very tiny 2-8, tiny 8-16, small 16-32, medium 32-64 px (areaRng [2^2, 8^2] ...), "
+        "plus large 64-inf; boxes under 2 px count only in 'all'.",
     ),
     "soda": (
         [
@@ -98,7 +99,9 @@ def check_edges(edges: list[float]) -> list[float]:
     if any(math.isnan(e) for e in edges):
         raise ValueError(f"size bins {edges}: NaN is not a valid edge")
     if any(e < 0 for e in edges):
-        raise ValueError(f"size bins {edges}: edges are object sizes in pixels and cannot be negative")
+        raise ValueError(
+            f"size bins {edges}: edges are object sizes in pixels and cannot be negative"
+        )
     if any(b <= a for a, b in zip(edges, edges[1:])):
         raise ValueError(f"size bins {edges}: edges must be strictly increasing")
     return edges

@@ -1,0 +1,86 @@
+"""Full precision/recall arrays equal pycocotools' on generated data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detector.evaluation.bins import get_bins
+from detector.evaluation.coco_io import load_gt, load_results
+from detector.evaluation.cocotools_backend import run_cocoeval
+from detector.evaluation.fast_eval import accumulate, build_match_table, coco_iou_thrs
+from detector.evaluation.synthetic import make_dataset
+
+
+@pytest.fixture(scope="module")
+def generated():
+    gt, res = make_dataset(2000, seed=7, n_cats=6, crowd_frac=0.05, empty_frac=0.1)
+    g = load_gt(gt)
+    return g, load_results(res, g)
+
+
+def _both(g, d, bins, max_dets=(1, 10, 100), thrs=None):
+    thrs = coco_iou_thrs() if thrs is None else thrs
+    b = get_bins(bins)
+    mt = build_match_table(g, d, b, max_dets, thrs)
+    p1, r1 = accumulate(mt)
+    p2, r2, _ = run_cocoeval(g, d, b, max_dets, thrs)
+    return p1, r1, p2, r2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "bins,max_dets",
+    [("coco", (1, 10, 100)), ("0,8,16,32,96,inf", (1, 10, 30, 100))],
+)
+def test_parity_generated(generated, bins, max_dets):
+    g, d = generated
+    # the data has crowd boxes, score ties, images without GT and a class with no detections
+    assert g.crowd.sum() > 0 and len(np.unique(d.score)) < len(d) // 10
+    assert len(np.unique(g.img)) < g.num_images
+    assert len(np.unique(d.cat)) < len(g.cat_ids)
+    p1, r1, p2, r2 = _both(g, d, bins, max_dets)
+    assert p1.shape == p2.shape
+    assert np.abs(p1 - p2).max() <= 1e-12 and np.abs(r1 - r2).max() <= 1e-12
+    assert np.array_equal(p1 == -1, p2 == -1)
+
+
+def test_parity_small_max_dets_and_arange_thresholds():
+    gt, res = make_dataset(150, seed=3, n_cats=3, dets_per_image=40)
+    g = load_gt(gt)
+    d = load_results(res, g)
+    thrs = np.arange(0.5, 0.96, 0.05)  # not bit-equal to linspace
+    p1, r1, p2, r2 = _both(g, d, "aitod", (1, 5, 20), thrs)
+    assert np.array_equal(p1, p2) and np.array_equal(r1, r2)
+
+
+def test_weights_equal_duplicated_images():
+    """A bootstrap weight of k equals having the image k times (pycocotools as reference)."""
+    gt, res = make_dataset(80, seed=5, n_cats=3, dets_per_image=30)
+    rng = np.random.default_rng(0)
+    for r in res:
+        r["score"] = float(rng.random())  # no ties, so order among copies does not matter
+    g = load_gt(gt)
+    d = load_results(res, g)
+    b = get_bins("coco")
+    mt = build_match_table(g, d, b, (1, 10, 100), coco_iou_thrs())
+    w = np.bincount(rng.integers(0, g.num_images, g.num_images), minlength=g.num_images)
+    p1, r1 = accumulate(mt, w)
+    by_img, res_by = {}, {}
+    for a in gt["annotations"]:
+        by_img.setdefault(a["image_id"], []).append(a)
+    for r in res:
+        res_by.setdefault(r["image_id"], []).append(r)
+    images, anns, dets = [], [], []
+    nid = aid = 1
+    for i, im in enumerate(gt["images"]):
+        for _ in range(w[i]):
+            images.append(dict(im, id=nid))
+            for a in by_img.get(im["id"], []):
+                anns.append(dict(a, id=aid, image_id=nid))
+                aid += 1
+            dets += [dict(r, image_id=nid) for r in res_by.get(im["id"], [])]
+            nid += 1
+    g2 = load_gt(dict(gt, images=images, annotations=anns))
+    p2, r2, _ = run_cocoeval(g2, load_results(dets, g2), b, (1, 10, 100), coco_iou_thrs())
+    assert np.array_equal(p1, p2) and np.array_equal(r1, r2)
