@@ -27,5 +27,7 @@ def test_ruff_check_is_clean():
 
 
 def test_ruff_format_is_clean():
-    proc = subprocess.run([*_ruff(), "format", "--check", "."], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [*_ruff(), "format", "--check", "."], cwd=ROOT, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

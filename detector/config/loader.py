@@ -38,7 +38,9 @@ class Config(dict):
         return Config({k: copy.deepcopy(v, memo) for k, v in self.items()})
 
     def to_dict(self) -> dict:
-        return {k: v.to_dict() if isinstance(v, Config) else copy.deepcopy(v) for k, v in self.items()}
+        return {
+            k: v.to_dict() if isinstance(v, Config) else copy.deepcopy(v) for k, v in self.items()
+        }
 
 
 def _wrap(obj: Any) -> Any:
@@ -133,9 +135,7 @@ def validate(cfg: dict, schema: dict = DEFAULTS, prefix: str = "", source: str =
             cfg[key] = _yaml_bool_to_word(cfg[key], schema[key])
         value = cfg[key]
         if key not in schema:
-            raise ConfigError(
-                f"{source}: unknown key {dotted!r}{_suggest(key, list(schema))}"
-            )
+            raise ConfigError(f"{source}: unknown key {dotted!r}{_suggest(key, list(schema))}")
         default = schema[key]
         if not _type_ok(default, value, dotted):
             kind = "number" if isinstance(default, float) else type(default).__name__
@@ -171,7 +171,9 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
             dotted = ".".join(path[: i + 1])
             if not isinstance(schema, dict) or part not in schema:
                 choices = list(schema) if isinstance(schema, dict) else []
-                raise ConfigError(f"override {text!r}: unknown key {dotted!r}{_suggest(part, choices)}")
+                raise ConfigError(
+                    f"override {text!r}: unknown key {dotted!r}{_suggest(part, choices)}"
+                )
             schema = schema[part]
             node = node.setdefault(part, {})
         last = path[-1]
@@ -181,7 +183,11 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
                 f"override {text!r}: unknown key {'.'.join(path)!r}{_suggest(last, list(schema))}"
             )
         # a float key given as an int on the command line (solver.lr=1) is still a float
-        if isinstance(schema, dict) and isinstance(schema.get(last), float) and isinstance(value, int):
+        if (
+            isinstance(schema, dict)
+            and isinstance(schema.get(last), float)
+            and isinstance(value, int)
+        ):
             value = float(value)
         node[last] = value
     return out

@@ -1,0 +1,214 @@
+"""What one study run executes, in its own process: ``train`` and then ``eval``.
+
+    python -m detector.study.worker train --config CFG --output RUN_DIR [--resume] KEY=VALUE...
+    python -m detector.study.worker eval  --config CFG --output RUN_DIR KEY=VALUE...
+
+``train`` calls :func:`detector.engine.trainer.train`. ``eval`` loads ``model_final.pth``, runs
+inference on the validation set, times the model's forward pass (batch 1, median over up to 10
+validation images after 2 warm-up ones), writes the detections to ``results_val.json`` and the
+full size-stratified evaluation, the model facts and the timings to ``study_eval.json`` (written
+last and atomically: its presence marks the run as evaluated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+from detector.study.layout import EVAL_FILE, FINAL_MODEL, RESULTS_FILE
+
+
+def _write_json_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    return repr(o)
+
+
+def _load_cfg(config: str, overrides: list[str], run_dir: Path):
+    from detector.config import load_config
+
+    cfg = load_config(config, overrides)
+    cfg.output_dir = str(run_dir)
+    return cfg
+
+
+def input_size(cfg, gt: dict | None = None) -> tuple[int, int]:
+    """The image size the model facts (FLOPs) are given at: the configured test size if any,
+    else the synthetic image size, else the median validation image size."""
+    t = cfg.data.transforms
+    if cfg.data.source == "builtin":
+        side = int(t.test_scale or cfg.data.builtin.image_size)
+        return side, side
+    if gt and gt.get("images"):
+        hs = sorted(int(im.get("height", 0)) for im in gt["images"])
+        ws = sorted(int(im.get("width", 0)) for im in gt["images"])
+        h, w = hs[len(hs) // 2], ws[len(ws) // 2]
+        if t.test_scale and min(h, w) > 0:
+            s = t.test_scale / min(h, w)
+            if max(h, w) * s > t.max_size:
+                s = t.max_size / max(h, w)
+            h, w = round(h * s), round(w * s)
+        if h > 0 and w > 0:
+            return h, w
+    side = int(t.test_scale or 800)
+    return side, side
+
+
+def peak_memory_mb(device: str | None = None) -> dict:
+    """Peak CUDA memory allocated (if CUDA was used) and the peak RSS of this process."""
+    out = {"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    try:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            out["cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    except Exception:  # noqa: BLE001 - facts are best-effort
+        pass
+    return out
+
+
+def time_inference(cfg, ckpt: Path, max_images: int = 10, warmup: int = 2) -> dict:
+    """Forward-only latency of the trained model, batch 1, on up to ``max_images`` validation
+    images (after ``warmup`` untimed ones): median and mean seconds per image."""
+    import torch
+
+    from detector.data import build_dataset
+    from detector.engine.checkpoint import extract_state_dict, load_checkpoint
+    from detector.engine.distributed import resolve_device
+    from detector.models import build_detector
+
+    device = resolve_device(cfg.device)
+    sd = extract_state_dict(load_checkpoint(ckpt), ckpt)
+    w = sd.get("roi_heads.box_predictor.cls_score.weight")
+    model = build_detector(cfg, num_classes=int(w.shape[0]) - 1 if w is not None else None)
+    model.load_state_dict(sd, strict=True)
+    model.to(device).eval()
+    ds = build_dataset(cfg, "val")
+    n = min(len(ds), max_images + warmup)
+    times = []
+    with torch.inference_mode():
+        for i in range(n):
+            img = ds[i][0].to(device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            model([img])
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= min(warmup, n - 1):
+                times.append(time.perf_counter() - t0)
+    times.sort()
+    return {
+        "median_s": times[len(times) // 2] if times else None,
+        "mean_s": sum(times) / len(times) if times else None,
+        "images": len(times),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+    }
+
+
+def cmd_train(args) -> int:
+    from detector.engine.trainer import train
+
+    run_dir = Path(args.output)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = _load_cfg(args.config, args.overrides, run_dir)
+    train(cfg, str(run_dir), resume=args.resume)
+    if not (run_dir / FINAL_MODEL).is_file():
+        print(f"training returned but {run_dir / FINAL_MODEL} was not written", file=sys.stderr)
+        return 3
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from detector.engine.inference import run_inference
+    from detector.evaluation import evaluate
+
+    run_dir = Path(args.output)
+    cfg = _load_cfg(args.config, args.overrides, run_dir)
+    ckpt = run_dir / FINAL_MODEL
+    if not ckpt.is_file():
+        print(f"no {ckpt}: the run has not finished training", file=sys.stderr)
+        return 2
+
+    t0 = time.perf_counter()
+    results, gt_path = run_inference(cfg, str(ckpt))
+    elapsed = time.perf_counter() - t0
+    results = list(results)
+    gt = json.loads(Path(gt_path).read_text())
+    n_images = len(gt.get("images", []))
+    _write_json_atomic(results, run_dir / RESULTS_FILE)
+
+    report = evaluate(
+        str(gt_path),
+        results,
+        bins=cfg.eval.bins,
+        max_dets=list(cfg.eval.max_dets),
+        backend=cfg.eval.get("backend", "fast"),
+    )
+    facts: dict = {}
+    try:
+        from detector.models import model_info
+
+        facts = dict(model_info(cfg, input_size(cfg, gt)))
+    except Exception as err:  # noqa: BLE001 - facts must not cost the run its evaluation
+        facts = {"error": f"{type(err).__name__}: {err}"}
+    facts["input_size"] = list(input_size(cfg, gt))
+    try:
+        timing = time_inference(cfg, ckpt)
+    except Exception as err:  # noqa: BLE001 - fall back to the wall time of the whole pass
+        timing = {"error": f"{type(err).__name__}: {err}"}
+
+    out = {
+        "summary": dict(report.summary),
+        "eval": report.to_dict() if hasattr(report, "to_dict") else {},
+        "gt_path": str(Path(gt_path).resolve()),
+        "num_images": n_images,
+        "num_detections": len(results),
+        "inference_total_s": elapsed,
+        "inference_s_per_img": timing.get("median_s") or elapsed / max(n_images, 1),
+        "inference_timing": timing,
+        "peak_memory": peak_memory_mb(),
+        "model_info": facts,
+        "device": timing.get("device_name") or str(cfg.device),
+    }
+    _write_json_atomic(out, run_dir / EVAL_FILE)
+    print(json.dumps(out["summary"], indent=1, default=_json_default))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m detector.study.worker", description=__doc__)
+    p.add_argument("phase", choices=["train", "eval"])
+    p.add_argument("--config", required=True)
+    p.add_argument("--output", required=True, help="the run directory")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides")
+    args = p.parse_intermixed_args(argv)
+    return cmd_train(args) if args.phase == "train" else cmd_eval(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
