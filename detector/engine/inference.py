@@ -1,0 +1,126 @@
+"""Inference over a dataset into COCO results, gathered across ranks.
+
+Predictions are mapped back to the original image pixels (the data pipeline may resize) and
+from the model's contiguous labels ``1..K`` to the dataset's category ids, so that the results
+score directly against the dataset's annotation file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .distributed import all_gather_object, get_rank, get_world_size, resolve_device
+
+
+def _to_original(boxes: torch.Tensor, size, orig_size) -> torch.Tensor:
+    h, w = (int(v) for v in size)
+    oh, ow = (int(v) for v in orig_size)
+    if (h, w) == (oh, ow):
+        return boxes
+    scale = torch.tensor([ow / w, oh / h, ow / w, oh / h], dtype=boxes.dtype)
+    return boxes * scale
+
+
+def _cat_id(mapping, label: int) -> int:
+    if isinstance(mapping, dict):
+        return int(mapping[label])
+    return int(mapping[label - 1]) if len(mapping) and label >= 1 else int(label)
+
+
+def outputs_to_coco(outputs, targets, label_to_cat_id) -> list[dict]:
+    """Torchvision detection outputs -> COCO result dicts in original image coordinates."""
+    results = []
+    for out, tgt in zip(outputs, targets):
+        boxes = out["boxes"].detach().float().cpu()
+        size = tgt.get("size", tgt.get("orig_size"))
+        orig = tgt.get("orig_size", size)
+        if size is not None and orig is not None:
+            boxes = _to_original(boxes, size, orig)
+        xywh = boxes.clone()
+        xywh[:, 2:] -= xywh[:, :2]
+        image_id = int(tgt["image_id"])
+        for b, s, lab in zip(xywh.tolist(), out["scores"].tolist(), out["labels"].tolist()):
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": _cat_id(label_to_cat_id, int(lab)),
+                    "bbox": [round(v, 3) for v in b],
+                    "score": round(float(s), 5),
+                }
+            )
+    return results
+
+
+@torch.no_grad()
+def predict_shard(model, loader, dataset, device=None, autocast_dtype=None):
+    """This rank's results and the image ids it saw."""
+    model_was_training = model.training
+    model.eval()
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    results, seen = [], []
+    try:
+        for images, targets in loader:
+            images = [im.to(device, non_blocking=True) for im in images]
+            if autocast_dtype is not None and device.type == "cuda":
+                with torch.autocast("cuda", dtype=autocast_dtype):
+                    outputs = model(images)
+            else:
+                outputs = model(images)
+            results.extend(outputs_to_coco(outputs, targets, dataset.label_to_cat_id))
+            seen.extend(int(t["image_id"]) for t in targets)
+    finally:
+        model.train(model_was_training)
+    return results, seen
+
+
+def predict_dataset(model, loader, dataset, device=None, autocast_dtype=None, with_ids=False):
+    """COCO results for every image of ``dataset``, gathered from all ranks (on every rank).
+
+    With ``with_ids=True`` also returns the list of image ids evaluated, one entry per image
+    per rank that ran it (so duplicates or gaps across ranks are visible).
+    """
+    results, seen = predict_shard(model, loader, dataset, device, autocast_dtype)
+    gathered = all_gather_object((results, seen))
+    all_results = [r for part, _ in gathered for r in part]
+    all_ids = [i for _, ids in gathered for i in ids]
+    return (all_results, all_ids) if with_ids else all_results
+
+
+def _num_classes_of(state_dict: dict) -> int | None:
+    w = state_dict.get("roi_heads.box_predictor.cls_score.weight")
+    return int(w.shape[0]) - 1 if w is not None else None
+
+
+def run_inference(cfg, checkpoint_path, images=None, ann=None):
+    """Predict the val set (or ``images``/``ann``) with a checkpoint: ``(results, gt_path)``.
+
+    ``checkpoint_path`` may be a full training checkpoint or a bare model state dict such as
+    ``model_final.pth``. Runs on every rank when launched with torchrun (each image once).
+    """
+    from detector.data import build_dataset, build_test_loader
+    from detector.models import build_detector
+
+    from .checkpoint import check_fingerprint, extract_state_dict, load_checkpoint
+
+    device = resolve_device(cfg.device if "device" in cfg else "auto")
+    dataset = build_dataset(cfg, "val", images=images, ann=ann)
+    obj = load_checkpoint(checkpoint_path)
+    sd = extract_state_dict(obj, checkpoint_path)
+    n = _num_classes_of(sd) or (cfg.model.num_classes or dataset.num_classes)
+    if n != dataset.num_classes:
+        raise ValueError(
+            f"checkpoint {checkpoint_path} predicts {n} classes but the dataset "
+            f"{dataset.ann_file} has {dataset.num_classes}: evaluate on data with the same "
+            "categories as training"
+        )
+    check_fingerprint(obj, cfg, n, checkpoint_path)
+    model = build_detector(cfg, num_classes=n)
+    model.load_state_dict(sd, strict=True)
+    model.to(device)
+    loader = build_test_loader(cfg, dataset, rank=get_rank(), world_size=get_world_size())
+    results = predict_dataset(model, loader, dataset, device)
+    return results, str(Path(dataset.ann_file))

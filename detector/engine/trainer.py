@@ -1,0 +1,632 @@
+"""The training loop: ``train(cfg, output_dir, resume=False) -> final metrics``.
+
+Batching. ``solver.ims_per_batch`` is the number of images per iteration (optimizer step)
+across all ranks. Each rank runs ``solver.accumulate`` micro-batches of
+``ims_per_batch // (world_size * accumulate)`` images per iteration; the product must divide
+exactly, or the run refuses to start.
+
+Stopping. ``solver.max_iter`` iterations, or, when ``solver.max_epochs > 0``,
+``ceil(max_epochs * batches_per_epoch / accumulate)`` iterations.
+
+Faults.
+
+- Checkpoints (``model_<iter>.pth``) are written atomically by rank 0 every
+  ``checkpoint.period`` iterations and at the end; the last ``checkpoint.keep_last`` are kept.
+  ``model_final.pth`` is the model state dict alone; ``model_best.pth`` likewise, chosen by
+  ``checkpoint.best_metric``.
+- ``resume=True`` continues from the newest checkpoint in ``output_dir`` (from scratch if there is
+  none), restoring model, optimizer, scheduler, AMP scaler, iteration, data position and every
+  RNG state. With ``deterministic: true`` on CPU the result is bit-identical to an uninterrupted
+  run.
+- Every loss component is checked before the backward pass; a non-finite one raises
+  :class:`NonFiniteLossError` naming the iteration and the component. Nothing is saved from that
+  state: the last good checkpoint stays as it was.
+- SIGINT/SIGTERM finish the current iteration, write a checkpoint and raise
+  :class:`TrainingInterrupted` (``tools/train.py`` then exits with 128 + the signal number: 130
+  for SIGINT, 143 for SIGTERM). Under torchrun the stop is agreed across ranks.
+
+Test hooks: the environment variable ``SMALLDET_KILL_AT_ITER=k`` makes the process SIGKILL itself
+right after iteration ``k`` (after that iteration's checkpoint, if any), to test resumption;
+``SMALLDET_DUMP_RANK_WEIGHTS=DIR`` makes every rank save the weights it holds at the end as
+``DIR/rank<r>.pth``, to check that DDP replicas agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from detector.config.loader import save_config
+
+from . import distributed as du
+from .checkpoint import (
+    FORMAT,
+    CheckpointError,
+    CheckpointManager,
+    atomic_save,
+    check_fingerprint,
+    config_fingerprint,
+    load_checkpoint,
+    model_signature,
+)
+from .inference import predict_dataset
+from .optim import build_optimizer, build_scheduler
+from .tb import RunLogger
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss component became NaN or infinite; the run stopped without saving that state."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT/SIGTERM arrived; a checkpoint was written before stopping."""
+
+    def __init__(self, signum: int, iteration: int, path):
+        self.signum, self.iteration, self.path = signum, iteration, path
+        name = signal.Signals(signum).name
+        super().__init__(f"{name} at iteration {iteration}: checkpoint saved to {path}")
+
+
+# ------------------------------------------------------------------------------ small helpers
+
+
+def memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def micro_batch_size(cfg, world_size: int) -> int:
+    total, acc = cfg.solver.ims_per_batch, max(1, cfg.solver.accumulate)
+    if total <= 0 or total % (world_size * acc):
+        raise ValueError(
+            f"solver.ims_per_batch={total} must be divisible by world_size ({world_size}) x "
+            f"solver.accumulate ({acc}): each rank runs `accumulate` micro-batches of "
+            "ims_per_batch // (world_size * accumulate) images per iteration"
+        )
+    return total // (world_size * acc)
+
+
+def _loader_cfg(cfg, micro: int, world: int):
+    """The data engineer's loader splits ``ims_per_batch`` over ranks; feed it micro-batches."""
+    c = copy.deepcopy(cfg)
+    c.solver.ims_per_batch = micro * world
+    return c
+
+
+def _batches_per_epoch(loader) -> int:
+    for obj in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None), loader):
+        n = getattr(obj, "batches_per_epoch", None)
+        if n:
+            return int(n)
+    return len(loader)
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Run a block (evaluation, drawing) without disturbing the training RNG streams."""
+    state = du.get_rng_state()
+    try:
+        yield
+    finally:
+        du.set_rng_state(state)
+
+
+class _SignalCatcher:
+    def __init__(self):
+        self.signum = 0
+        self._old = {}
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum:  # second signal: stop now
+            signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(
+            f"\n{signal.Signals(signum).name} received: finishing this iteration and saving a "
+            "checkpoint (send again to stop immediately)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+# ------------------------------------------------------------------------------------ trainer
+
+
+class Trainer:
+    def __init__(self, cfg, output_dir=None, resume: bool = False):
+        self.cfg = copy.deepcopy(cfg)
+        self.output_dir = Path(output_dir or cfg.output_dir)
+        self.resume = resume
+
+    # -------------------------------------------------------------------------------- set-up
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.rank, self.world, self.device = du.init_distributed(cfg.device)
+        self.main = self.rank == 0
+        if self.main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        if self.device.type == "cuda" and cfg.solver.tf32 and not cfg.deterministic:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.amp_dtype = None
+        if cfg.solver.amp not in ("none", "fp16", "bf16"):
+            raise ValueError(f"solver.amp={cfg.solver.amp!r}: use none, fp16 or bf16")
+        if cfg.solver.amp != "none":
+            if self.device.type == "cuda":
+                self.amp_dtype = torch.float16 if cfg.solver.amp == "fp16" else torch.bfloat16
+            elif self.main:
+                print(f"note: solver.amp={cfg.solver.amp} is ignored on {self.device} (CUDA only)")
+        self.accumulate = max(1, int(cfg.solver.accumulate))
+        self.micro = micro_batch_size(cfg, self.world)
+
+        # data: rank 0 first (it may generate the built-in dataset), then the others
+        from detector.data import build_dataset, build_test_loader, build_train_loader
+
+        self._build_train_loader = build_train_loader
+        self.train_ds = self.val_ds = None
+        for turn in range(2):
+            if (turn == 0) == self.main:
+                self.train_ds = build_dataset(cfg, "train")
+                needs_val = cfg.eval.period > 0 or cfg.eval.final
+                self.val_ds = build_dataset(cfg, "val") if needs_val else None
+            du.barrier()
+        self.num_classes = cfg.model.num_classes or self.train_ds.num_classes
+        cfg.model.num_classes = int(self.num_classes)
+        self.val_loader = (
+            build_test_loader(cfg, self.val_ds, rank=self.rank, world_size=self.world)
+            if self.val_ds is not None
+            else None
+        )
+
+        # model: identical initial weights on every rank (seeded), DDP also broadcasts them
+        du.seed_all(cfg.seed)
+        from detector.models import build_detector
+
+        model = build_detector(cfg, num_classes=self.num_classes).to(self.device)
+        if self.world > 1 and cfg.model.backbone.norm == "syncbn":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if cfg.solver.channels_last and self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer = build_optimizer(cfg, model)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda"
+        )
+        self.ckpt = CheckpointManager(self.output_dir, cfg.checkpoint.keep_last)
+        self.fingerprint = config_fingerprint(cfg, self.num_classes)
+
+        # resume: everything except the RNG, which is restored after the data iterator exists
+        self.start_iter = 0
+        self.best = {"metric": cfg.checkpoint.best_metric, "value": None, "iteration": None}
+        rng_to_restore = None
+        if self.resume:
+            path = self.ckpt.latest()
+            if path is None:
+                if self.main:
+                    print(f"--resume: no checkpoint in {self.output_dir}; starting from scratch")
+            else:
+                state = load_checkpoint(path)
+                if not isinstance(state, dict) or state.get("format") != FORMAT:
+                    raise CheckpointError(f"{path}: not a smalldet training checkpoint")
+                check_fingerprint(state, cfg, self.num_classes, path)
+                model.load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
+                if state.get("scaler"):
+                    self.scaler.load_state_dict(state["scaler"])
+                self.start_iter = int(state["iteration"])
+                self.best = state.get("best", self.best)
+                self._sched_state = state.get("scheduler")
+                rngs = state.get("rng") or []
+                if len(rngs) == self.world:
+                    rng_to_restore = rngs[self.rank]
+                elif self.main:
+                    print(
+                        f"note: checkpoint has RNG states of {len(rngs)} ranks, run has "
+                        f"{self.world}; RNG streams restart from the seed"
+                    )
+                self._warn_config_diff(state.get("config") or {})
+                if self.main:
+                    print(f"resumed from {path} at iteration {self.start_iter}")
+
+        loader_cfg = _loader_cfg(cfg, self.micro, self.world)
+        self.train_loader = build_train_loader(
+            loader_cfg,
+            self.train_ds,
+            rank=self.rank,
+            world_size=self.world,
+            start_batch=self.start_iter * self.accumulate,
+        )
+        self.batches_per_epoch = _batches_per_epoch(self.train_loader)
+        if cfg.solver.max_epochs > 0:
+            self.max_iter = math.ceil(
+                cfg.solver.max_epochs * self.batches_per_epoch / self.accumulate
+            )
+        else:
+            self.max_iter = int(cfg.solver.max_iter)
+        self.scheduler = build_scheduler(cfg, self.optimizer, self.max_iter)
+        if getattr(self, "_sched_state", None):
+            self.scheduler.load_state_dict(self._sched_state)
+            # LambdaLR's constructor reset the groups' lr to factor(0): put back the saved lr
+            for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+                group["lr"] = lr
+
+        if self.world > 1:
+            ddp_kw = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
+            self.model = torch.nn.parallel.DistributedDataParallel(model, **ddp_kw)
+
+        # the data iterator draws from the global RNG when created: create it, then set the RNG
+        self.data_iter = iter(self.train_loader)
+        if rng_to_restore is not None:
+            du.set_rng_state(rng_to_restore)
+        else:
+            du.seed_all(cfg.seed + 1000 * self.rank + self.start_iter)
+
+        if self.main:
+            save_config(cfg, self.output_dir / "config.yaml")
+        self.logger = RunLogger(
+            self.output_dir,
+            enabled=self.main,
+            tensorboard=cfg.log.tensorboard,
+            purge_step=self.start_iter if self.start_iter > 0 else None,
+        )
+
+    def _warn_config_diff(self, old: dict) -> None:
+        if not self.main or not old:
+            return
+        ignore = {"output_dir", "solver.max_iter", "solver.max_epochs", "checkpoint", "log", "eval"}
+        diffs = []
+
+        def walk(a, b, prefix=""):
+            for k in sorted(set(a) | set(b)):
+                key = f"{prefix}{k}"
+                if key in ignore or k in ignore and not prefix:
+                    continue
+                va, vb = a.get(k), b.get(k)
+                if isinstance(va, dict) and isinstance(vb, dict):
+                    walk(va, vb, key + ".")
+                elif va != vb:
+                    diffs.append(f"{key}: {va!r} -> {vb!r}")
+
+        walk(old, self.cfg.to_dict() if hasattr(self.cfg, "to_dict") else dict(self.cfg))
+        if diffs:
+            print("warning: resuming with config changes: " + "; ".join(diffs[:10]))
+
+    # ---------------------------------------------------------------------------- checkpoints
+    def state_dict(self, iteration: int) -> dict:
+        rngs = du.all_gather_object(du.get_rng_state())
+        return {
+            "format": FORMAT,
+            "version": 1,
+            "iteration": int(iteration),
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "rng": rngs,
+            "data": {"start_batch": int(iteration * self.accumulate)},
+            "best": dict(self.best),
+            "config": self.cfg.to_dict(),
+            "fingerprint": self.fingerprint,
+            "signature": {**model_signature(self.cfg), "num_classes": int(self.num_classes)},
+            "world_size": self.world,
+        }
+
+    def save_checkpoint(self, iteration: int):
+        state = self.state_dict(iteration)  # collective (RNG gather): every rank calls it
+        path = None
+        if self.main:
+            bad = [
+                n for n, p in unwrap(self.model).named_parameters() if not torch.isfinite(p).all()
+            ]
+            if bad:
+                raise NonFiniteLossError(
+                    f"iteration {iteration}: parameters became non-finite ({', '.join(bad[:3])}); "
+                    f"checkpoint not written, the last good one is {self.ckpt.latest()}"
+                )
+            path = self.ckpt.save(state, iteration)
+        du.barrier()
+        return path
+
+    # ------------------------------------------------------------------------------ evaluate
+    def evaluate(self, iteration: int) -> dict:
+        if self.val_ds is None:
+            return {}
+        from detector.evaluation import evaluate
+
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        with preserved_rng():
+            results, ids = predict_dataset(
+                unwrap(self.model),
+                self.val_loader,
+                self.val_ds,
+                self.device,
+                self.amp_dtype,
+                with_ids=True,
+            )
+            summary: dict = {}
+            if self.main:
+                report = evaluate(
+                    str(self.val_ds.ann_file),
+                    results,
+                    bins=cfg.eval.bins,
+                    max_dets=tuple(cfg.eval.max_dets),
+                    backend=cfg.eval.backend,
+                )
+                summary = {k: float(v) for k, v in report.summary.items() if _is_num(v)}
+                self.last_report = report
+                self.logger.eval_report(report, iteration)
+                self.logger.record(
+                    "eval",
+                    iteration,
+                    {
+                        **summary,
+                        "num_images": len(ids),
+                        "num_unique_images": len(set(ids)),
+                        "num_results": len(results),
+                        "eval_time": time.perf_counter() - t0,
+                    },
+                )
+                self._draw(iteration)
+                self._update_best(summary, iteration)
+                self.logger.flush()
+        return du.broadcast_object(summary)
+
+    def _draw(self, iteration: int) -> None:
+        n = min(int(self.cfg.eval.vis_images), len(self.val_ds))
+        if n <= 0 or self.logger.writer is None:
+            return
+        from .visualize import draw_gt_and_predictions
+
+        model = unwrap(self.model)
+        model.eval()
+        try:
+            with torch.no_grad():
+                for i in range(n):
+                    image, target = self.val_ds[i]
+                    out = model([image.to(self.device)])[0]
+                    (h, w), (oh, ow) = target["size"], target.get("orig_size", target["size"])
+                    img = draw_gt_and_predictions(
+                        image,
+                        target["boxes"],
+                        out["boxes"].cpu(),
+                        out["scores"].cpu(),
+                        bins=self.cfg.eval.bins,
+                        area_scale=(oh / h) * (ow / w),
+                    )
+                    self.logger.image(f"val_images/{i}", img, iteration)
+        finally:
+            model.train()
+
+    def _update_best(self, summary: dict, iteration: int) -> None:
+        metric = self.cfg.checkpoint.best_metric
+        if not metric:
+            return
+        if metric not in summary:
+            print(f"warning: checkpoint.best_metric={metric!r} not in eval keys {sorted(summary)}")
+            return
+        value = summary[metric]
+        if self.best.get("value") is None or value > self.best["value"]:
+            self.best = {"metric": metric, "value": value, "iteration": iteration}
+            atomic_save(unwrap(self.model).state_dict(), self.output_dir / "model_best.pth")
+
+    # ---------------------------------------------------------------------------------- loop
+    def run(self) -> dict:
+        self.setup()
+        try:
+            return self._run()
+        finally:
+            self.logger.close()
+
+    def _run(self) -> dict:
+        cfg = self.cfg
+        model, opt, sched, scaler = self.model, self.optimizer, self.scheduler, self.scaler
+        acc, max_iter = self.accumulate, self.max_iter
+        kill_at = int(os.environ.get("SMALLDET_KILL_AT_ITER", "0") or 0)
+        log_period = max(1, int(cfg.log.period))
+        imgs_per_iter = cfg.solver.ims_per_batch
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        bar = tqdm(
+            total=max_iter,
+            initial=self.start_iter,
+            disable=not (self.main and cfg.log.progress),
+            dynamic_ncols=True,
+            desc="train",
+            unit="it",
+        )
+        window: dict = {"n": 0, "loss": {}, "data": 0.0, "compute": 0.0, "t0": time.perf_counter()}
+        last_summary: dict = {}
+        iteration = self.start_iter
+        with _SignalCatcher() as sigs:
+            for it in range(self.start_iter, max_iter):
+                t_iter = time.perf_counter()
+                data_time = 0.0
+                loss_sums: dict[str, float] = {}
+                stop_flag = 0.0
+                for micro in range(acc):
+                    t_d = time.perf_counter()
+                    images, targets = next(self.data_iter)
+                    images = [im.to(self.device, non_blocking=True) for im in images]
+                    targets = [
+                        {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()}
+                        for t in targets
+                    ]
+                    data_time += time.perf_counter() - t_d
+                    sync_ctx = (
+                        model.no_sync()
+                        if self.world > 1 and micro < acc - 1
+                        else contextlib.nullcontext()
+                    )
+                    with sync_ctx:
+                        if self.amp_dtype is not None:
+                            with torch.autocast("cuda", dtype=self.amp_dtype):
+                                loss_dict = model(images, targets)
+                        else:
+                            loss_dict = model(images, targets)
+                        names = list(loss_dict)
+                        losses = sum(loss_dict.values())
+                        vec = torch.stack([loss_dict[n].detach().float() for n in names])
+                        if self.world > 1:
+                            flag = torch.tensor([float(sigs.signum > 0)], device=vec.device)
+                            vec = du.all_reduce_sum(torch.cat([vec, flag]))
+                            stop_flag = max(stop_flag, float(vec[-1]))
+                            vec = vec[:-1] / self.world
+                        vals = vec.cpu().tolist()
+                        self._check_finite(it + 1, names, vals)
+                        scaler.scale(losses / acc).backward()
+                    for n, v in zip(names, vals):
+                        loss_sums[n] = loss_sums.get(n, 0.0) + v / acc
+                if cfg.solver.clip_grad_norm > 0:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.solver.clip_grad_norm)
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
+                lr = opt.param_groups[0]["lr"]
+                sched.step()
+                iteration = it + 1
+                compute_time = time.perf_counter() - t_iter - data_time
+
+                # logging
+                window["n"] += 1
+                window["data"] += data_time
+                window["compute"] += compute_time
+                for n, v in loss_sums.items():
+                    window["loss"][n] = window["loss"].get(n, 0.0) + v
+                total = sum(loss_sums.values())
+                bar.update(1)
+                if self.main and cfg.log.progress:
+                    bar.set_postfix_str(f"loss={total:.3f} lr={lr:.2e}", refresh=False)
+                if iteration % log_period == 0 or iteration == max_iter:
+                    self._log_window(window, iteration, lr, imgs_per_iter, bar)
+
+                # evaluation, checkpoint, signals
+                period = cfg.eval.period
+                if period > 0 and iteration % period == 0 and iteration < max_iter:
+                    last_summary = self.evaluate(iteration) or last_summary
+                    window["t0"] = time.perf_counter()
+                if cfg.checkpoint.period > 0 and iteration % cfg.checkpoint.period == 0:
+                    self.save_checkpoint(iteration)
+                stopping = sigs.signum > 0 if self.world == 1 else stop_flag > 0
+                if stopping:
+                    path = self.save_checkpoint(iteration)
+                    bar.close()
+                    raise TrainingInterrupted(sigs.signum or signal.SIGTERM, iteration, path)
+                if kill_at and iteration == kill_at:
+                    bar.close()
+                    os.kill(os.getpid(), signal.SIGKILL)
+        bar.close()
+        return self._finish(iteration, last_summary)
+
+    def _check_finite(self, iteration: int, names: list[str], vals: list[float]) -> None:
+        bad = [(n, v) for n, v in zip(names, vals) if not math.isfinite(v)]
+        if not bad:
+            return
+        name, value = bad[0]
+        others = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, vals) if n != name)
+        latest = self.ckpt.latest()
+        raise NonFiniteLossError(
+            f"iteration {iteration}: {name} is {value} ({others}). Training stopped; no "
+            f"checkpoint was written from this state. Last good checkpoint: "
+            f"{latest if latest else 'none'}. Try a lower solver.lr, a longer warm-up or "
+            "solver.clip_grad_norm."
+        )
+
+    def _log_window(self, window: dict, iteration: int, lr: float, imgs: int, bar) -> None:
+        n = max(1, window["n"])
+        elapsed = time.perf_counter() - window["t0"]
+        values = {f"loss/{k}": v / n for k, v in window["loss"].items()}
+        values["loss/total"] = sum(window["loss"].values()) / n
+        values["lr"] = lr
+        values["img_per_s"] = imgs * n / max(elapsed, 1e-9)
+        values["data_time"] = window["data"] / n
+        values["compute_time"] = window["compute"] / n
+        values["memory_mb"] = memory_mb(self.device)
+        if self.main:
+            self.logger.scalars({f"train/{k}": v for k, v in values.items()}, iteration)
+            self.logger.record("train", iteration, values)
+            if self.cfg.log.progress:
+                bar.set_postfix_str(
+                    f"loss={values['loss/total']:.3f} lr={lr:.2e} {values['img_per_s']:.1f} img/s",
+                    refresh=False,
+                )
+        window.update(n=0, loss={}, data=0.0, compute=0.0, t0=time.perf_counter())
+
+    def _finish(self, iteration: int, last_summary: dict) -> dict:
+        cfg = self.cfg
+        periodic = cfg.checkpoint.period > 0 and iteration % cfg.checkpoint.period == 0
+        if not periodic and (iteration > self.start_iter or self.ckpt.latest() is None):
+            self.save_checkpoint(iteration)
+        summary = last_summary
+        if cfg.eval.final and self.val_ds is not None:
+            summary = self.evaluate(iteration)
+        if self.main:
+            atomic_save(unwrap(self.model).state_dict(), self.output_dir / "model_final.pth")
+            self.logger.hparams(cfg.to_dict(), summary)
+            self.logger.record("final", iteration, summary)
+            report = getattr(self, "last_report", None)
+            if report is not None:
+                print(f"\nSize-stratified evaluation at iteration {iteration}:")
+                print(report.markdown())
+            print(f"\nmodel: {self.output_dir / 'model_final.pth'}")
+            print(f"metrics: {self.output_dir / 'metrics.jsonl'}")
+            if self.logger.writer is not None:
+                print(f"TensorBoard logs: {self.logger.tb_dir}")
+                print(f"  view with: tensorboard --logdir {self.output_dir}")
+        dump = os.environ.get("SMALLDET_DUMP_RANK_WEIGHTS")
+        if dump:  # test hook: every rank writes the weights it holds
+            Path(dump).mkdir(parents=True, exist_ok=True)
+            atomic_save(unwrap(self.model).state_dict(), Path(dump) / f"rank{self.rank}.pth")
+        du.barrier()
+        return {**summary, "iteration": iteration, "output_dir": str(self.output_dir)}
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def train(cfg, output_dir=None, resume: bool = False) -> dict:
+    """Train ``cfg`` into ``output_dir`` (default ``cfg.output_dir``); returns final metrics."""
+    return Trainer(cfg, output_dir, resume).run()

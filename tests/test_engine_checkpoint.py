@@ -1,0 +1,100 @@
+"""Checkpoint files: atomic writes, keep-last-K, clear errors, both checkpoint forms load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from detector.config import load_config
+from detector.engine.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    CheckpointManager,
+    atomic_save,
+    check_fingerprint,
+    config_fingerprint,
+    load_checkpoint,
+    load_model_weights,
+    model_signature,
+)
+
+
+def _training_ckpt(model, cfg, iteration=2):
+    return {
+        "format": FORMAT,
+        "iteration": iteration,
+        "model": model.state_dict(),
+        "fingerprint": config_fingerprint(cfg, 3),
+        "signature": {**model_signature(cfg), "num_classes": 3},
+    }
+
+
+def test_atomic_save_leaves_no_temporary_files(tmp_path):
+    atomic_save({"w": torch.arange(3)}, tmp_path / "a.pth")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.pth"]
+    assert torch.equal(load_checkpoint(tmp_path / "a.pth")["w"], torch.arange(3))
+
+
+def test_manager_keeps_last_k_and_tracks_latest(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep_last=2)
+    for it in (2, 4, 6):
+        mgr.save({"format": FORMAT, "iteration": it, "model": {}}, it)
+    assert [p.name for p in mgr.all_checkpoints()] == ["model_0000004.pth", "model_0000006.pth"]
+    assert mgr.latest().name == "model_0000006.pth"
+    (tmp_path / "last_checkpoint").unlink()
+    assert mgr.latest().name == "model_0000006.pth"
+
+
+def test_truncated_empty_and_garbage_files_are_clear_errors(tmp_path):
+    good = tmp_path / "good.pth"
+    atomic_save({"w": torch.randn(1000)}, good)
+    data = good.read_bytes()
+    (tmp_path / "trunc.pth").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "junk.pth").write_bytes(b"this is not a checkpoint" * 10)
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(tmp_path / "trunc.pth")
+    with pytest.raises(CheckpointError, match="empty"):
+        load_checkpoint(tmp_path / "empty.pth")
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(tmp_path / "junk.pth")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pth")
+
+
+class _NotAllowed:
+    pass
+
+
+def test_unsafe_pickle_is_refused_by_weights_only(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"obj": _NotAllowed()}, path)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_from_another_config_is_refused(tmp_path):
+    cfg = load_config(None)
+    other = load_config(None, ["model.backbone.depth=50", "model.variant=c5"])
+    model = torch.nn.Linear(2, 2)
+    ckpt = _training_ckpt(model, cfg)
+    check_fingerprint(ckpt, cfg, 3, "x")  # same config: fine
+    with pytest.raises(CheckpointError, match="different model config.*depth: 18 vs 50"):
+        check_fingerprint(ckpt, other, 3, "x")
+    with pytest.raises(CheckpointError, match="num_classes"):
+        check_fingerprint(ckpt, cfg, 5, "x")
+
+
+def test_load_model_weights_accepts_both_forms(tmp_path):
+    cfg = load_config(None)
+    src = torch.nn.Linear(4, 3)
+    atomic_save(src.state_dict(), tmp_path / "bare.pth")
+    atomic_save(_training_ckpt(src, cfg), tmp_path / "full.pth")
+    ddp_style = {f"module.{k}": v for k, v in src.state_dict().items()}
+    atomic_save(ddp_style, tmp_path / "ddp.pth")
+    for name in ("bare.pth", "full.pth", "ddp.pth"):
+        dst = torch.nn.Linear(4, 3)
+        load_model_weights(dst, tmp_path / name, cfg, 3)
+        assert torch.equal(dst.weight, src.weight)
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        load_model_weights(torch.nn.Linear(4, 5), tmp_path / "bare.pth")
