@@ -17,7 +17,8 @@ shot() {  # shot NAME FRAGMENT
     --virtual-time-budget=20000 --screenshot="$out/$1.png" \
     "http://127.0.0.1:$port/#$2" 2>/dev/null
 }
-shot tensorboard_scalars "scalars&_smoothingWeight=0"
+shot tensorboard_scalars "scalars&tagFilter=train&_smoothingWeight=0"
+shot tensorboard_eval "scalars&tagFilter=eval%2FAP%2F&_smoothingWeight=0"
 shot tensorboard_images images
 shot tensorboard_hparams hparams
 echo "screenshots in $out"

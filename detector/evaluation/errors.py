@@ -173,7 +173,8 @@ def error_analysis(
         dap["Missed"] = (fixed - base) if fixed is not None else None
         count["Other"] = int((fp & (etype == -1)).sum())
         entry.update({"status": "ok", "dAP": dap, "count": count})
-        ranked = sorted((v, k) for k, v in dap.items() if v is not None)
+        # the type whose fix gains most; none when no fix gains anything
+        ranked = sorted((v, k) for k, v in dap.items() if v is not None and v > 0)
         entry["dominant"] = ranked[-1][1] if ranked else None
         out[b.name] = entry
     return out
