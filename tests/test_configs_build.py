@@ -15,17 +15,6 @@ import torch
 from detector.config import load_config
 from detector.models import build_detector
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, two threads per process thrash (10x
-    slower here under load); the numbers tested do not depend on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 SMALL = [
     "model.rpn.pre_nms_top_n_train=100",

@@ -14,16 +14,6 @@ from detector.models import WeightsError, build_backbone, build_resnet, count_pa
 from detector.models.norm import convert_sync_batchnorm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, two threads per process thrash (10x
-    slower here under load); the numbers tested do not depend on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _map(backbone, size):
     with torch.no_grad():
         return backbone.eval()(torch.zeros(1, 3, size, size))["0"]

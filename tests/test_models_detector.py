@@ -19,16 +19,6 @@ sys.path.insert(0, str(ROOT / "tools"))
 import model_info as model_info_tool  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, two threads per process thrash (10x
-    slower here under load); the numbers tested do not depend on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _cfg(*overrides, config=None):
     return load_config(config and ROOT / "configs" / config, list(overrides))
 

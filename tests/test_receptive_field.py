@@ -29,16 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import analyze_dilation  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, two threads per process thrash (10x
-    slower here under load); the numbers tested do not depend on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("rates, rf", [([1, 2, 5], 17), ([2, 2, 2], 13), ([2, 4, 8], 29)])
 def test_stack_rf(rates, rf):
     layers = receptive_field(dilated_stack(3, rates), (1, 1, 32, 32))

@@ -17,6 +17,7 @@ new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -92,12 +93,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+@contextlib.contextmanager
+def _atomic_file(path: str | Path):
+    """A binary file that appears at ``path`` only once fully written and fsynced (a temporary
+    file in the same folder, then ``os.replace``); on any error the old file stays intact."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -106,23 +110,17 @@ def atomic_write_bytes(data: bytes, path: str | Path) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    with _atomic_file(path) as f:
+        f.write(data)
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` through a temporary file, fsync and rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    with _atomic_file(path) as f:
+        torch.save(obj, f)
 
 
 class CheckpointManager:
