@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from .distributed import all_gather_object, get_rank, get_world_size, resolve_device
 
@@ -54,8 +55,8 @@ def outputs_to_coco(outputs, targets, label_to_cat_id) -> list[dict]:
 
 
 @torch.no_grad()
-def predict_shard(model, loader, dataset, device=None, autocast_dtype=None):
-    """This rank's results and the image ids it saw."""
+def predict_shard(model, loader, dataset, device=None, autocast_dtype=None, progress=False):
+    """This rank's results and the image ids it saw (``progress``: a tqdm bar on rank 0)."""
     model_was_training = model.training
     model.eval()
     if device is None:
@@ -63,7 +64,10 @@ def predict_shard(model, loader, dataset, device=None, autocast_dtype=None):
     device = torch.device(device)
     results, seen = [], []
     try:
-        for images, targets in loader:
+        batches = loader
+        if progress and get_rank() == 0:
+            batches = tqdm(loader, desc="inference", unit="batch", dynamic_ncols=True)
+        for images, targets in batches:
             images = [im.to(device, non_blocking=True) for im in images]
             if autocast_dtype is not None and device.type == "cuda":
                 with torch.autocast("cuda", dtype=autocast_dtype):
@@ -77,13 +81,15 @@ def predict_shard(model, loader, dataset, device=None, autocast_dtype=None):
     return results, seen
 
 
-def predict_dataset(model, loader, dataset, device=None, autocast_dtype=None, with_ids=False):
+def predict_dataset(
+    model, loader, dataset, device=None, autocast_dtype=None, with_ids=False, progress=False
+):
     """COCO results for every image of ``dataset``, gathered from all ranks (on every rank).
 
     With ``with_ids=True`` also returns the list of image ids evaluated, one entry per image
     per rank that ran it (so duplicates or gaps across ranks are visible).
     """
-    results, seen = predict_shard(model, loader, dataset, device, autocast_dtype)
+    results, seen = predict_shard(model, loader, dataset, device, autocast_dtype, progress)
     gathered = all_gather_object((results, seen))
     all_results = [r for part, _ in gathered for r in part]
     all_ids = [i for _, ids in gathered for i in ids]
@@ -122,5 +128,5 @@ def run_inference(cfg, checkpoint_path, images=None, ann=None):
     model.load_state_dict(sd, strict=True)
     model.to(device)
     loader = build_test_loader(cfg, dataset, rank=get_rank(), world_size=get_world_size())
-    results = predict_dataset(model, loader, dataset, device)
+    results = predict_dataset(model, loader, dataset, device, progress=True)
     return results, str(Path(dataset.ann_file))
