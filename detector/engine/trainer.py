@@ -221,11 +221,11 @@ class Trainer:
 
         # model: identical initial weights on every rank (seeded), DDP also broadcasts them
         du.seed_all(cfg.seed)
-        from detector.models import build_detector
+        from detector.models import build_detector, convert_sync_batchnorm
 
         model = build_detector(cfg, num_classes=self.num_classes).to(self.device)
-        if self.world > 1 and cfg.model.backbone.norm == "syncbn":
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if self.world > 1:
+            model = convert_sync_batchnorm(model, cfg.model.backbone.norm)
         if cfg.solver.channels_last and self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         self.model = model

@@ -80,6 +80,17 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _checked_bbox(bb, where: str, hint: str):
+    """``bb`` if it is 4 finite numbers with w, h >= 0; else an error naming the record."""
+    if not (isinstance(bb, (list, tuple)) and len(bb) == 4 and all(_is_number(v) for v in bb)):
+        raise EvalInputError(f"{where}: 'bbox' must be 4 numbers [x, y, w, h], got {bb!r}")
+    if not all(math.isfinite(v) for v in bb) or bb[2] < 0 or bb[3] < 0:
+        raise EvalInputError(
+            f"{where}: 'bbox' {bb!r} must be finite with width and height >= 0 {hint}"
+        )
+    return bb
+
+
 def load_gt(gt: Any) -> GroundTruth:
     """Accept a path, a COCO-format dict or a ``pycocotools.coco.COCO`` object."""
     coco = None
@@ -140,13 +151,7 @@ def load_gt(gt: Any) -> GroundTruth:
                 raise EvalInputError(f"{where} has no '{key}'")
         img_raw[i] = a["image_id"]
         cat_raw[i] = a["category_id"]
-        bb = a["bbox"]
-        if not (isinstance(bb, (list, tuple)) and len(bb) == 4 and all(_is_number(v) for v in bb)):
-            raise EvalInputError(f"{where}: 'bbox' must be 4 numbers [x, y, w, h], got {bb!r}")
-        if not all(math.isfinite(v) for v in bb) or bb[2] < 0 or bb[3] < 0:
-            raise EvalInputError(
-                f"{where}: 'bbox' {bb!r} must be finite with width and height >= 0 (xywh format)"
-            )
+        bb = _checked_bbox(a["bbox"], where, "(xywh format)")
         bbox[i] = bb
         if "area" in a:
             if not _is_number(a["area"]) or not math.isfinite(a["area"]) or a["area"] < 0:
@@ -241,14 +246,7 @@ def _diagnose_result(records: list, gt: GroundTruth, source: str) -> None:
             raise EvalInputError(
                 f"{where} (image_id {r['image_id']}): score {s!r} must be a finite number >= 0"
             )
-        bb = r["bbox"]
-        if not (isinstance(bb, (list, tuple)) and len(bb) == 4 and all(_is_number(v) for v in bb)):
-            raise EvalInputError(f"{where}: 'bbox' must be 4 numbers [x, y, w, h], got {bb!r}")
-        if not all(math.isfinite(v) for v in bb) or bb[2] < 0 or bb[3] < 0:
-            raise EvalInputError(
-                f"{where}: 'bbox' {bb!r} must be finite with width and height >= 0 "
-                "(COCO results use [x, y, w, h], not [x1, y1, x2, y2])"
-            )
+        _checked_bbox(r["bbox"], where, "(COCO results use [x, y, w, h], not [x1, y1, x2, y2])")
     raise EvalInputError(f"results {source}: malformed records")  # pragma: no cover
 
 
