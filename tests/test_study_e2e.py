@@ -74,6 +74,10 @@ def test_tiny_real_study(tmp_path, monkeypatch):
     assert "## Size bin `small`" in md and "## Model facts" in md
     assert agg["facts"]["dc5"]["params"] > 1e6 and agg["facts"]["dc5"]["train_img_per_s"]
     assert (spec.output / "ap_by_size.png").is_file()
+    # anchor coverage of the run's own training boxes, at the stride the run trained with
+    cov = agg["anchor_coverage"]["dc5"]
+    assert cov["strides"] == [16] and cov["bins"]["all"]["count"] > 0, cov
+    assert "## Anchor coverage of the training boxes" in md
     assert sorted(x.name for x in (spec.output / "tb").iterdir()) == ["dc5_seed0"]
     # a second pass skips both runs
     assert [o.status for o in run_study(spec, echo=None)] == ["skipped"]

@@ -261,3 +261,18 @@ def test_a_run_locked_by_a_live_process_is_left_alone(tmp_path):
     lock.write_text(f"999999999@{socket.gethostname()}")  # dead: taken over
     (o,) = StudyRunner(spec, echo=None).run_all()
     assert o.status == "ok" and not lock.exists()
+
+
+def test_model_facts_size_is_a_real_image_size():
+    from detector.config import load_config
+    from detector.study.worker import input_size
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "aerial_cars.yaml")
+    # the KIT AIS val sizes: the per-axis medians would give 430 x 1284, which no image has
+    sizes = [(430, 1764)] * 5 + [(547, 684)] * 4 + [(377, 1284)] * 4
+    gt = {"images": [{"id": i, "height": h, "width": w} for i, (h, w) in enumerate(sizes)]}
+    assert input_size(cfg, gt) == (377, 1284)
+    cfg.data.transforms.test_scale = 754  # short side 377 -> 754, long side capped at 2000
+    assert input_size(cfg, gt) == (587, 2000)
+    cfg.data.transforms.max_size = 3000
+    assert input_size(cfg, gt) == (754, 2568)

@@ -20,12 +20,14 @@ def collate(batch):
     return list(images), list(targets)
 
 
-def _split_paths(cfg, split: str) -> tuple[str, str]:
+def split_paths(cfg, split: str, generate: bool = True) -> tuple[str, str]:
+    """The (image root, annotation JSON) of the train or val split of ``cfg``; the built-in set
+    is generated into its cache first if needed (unless ``generate`` is false)."""
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     source = cfg.data.source
     if source == "builtin":
-        paths = builtin_paths(cfg)
+        paths = builtin_paths(cfg, generate=generate)
         return paths[f"{split}_images"], paths[f"{split}_ann"]
     if source == "coco":
         images, ann = cfg.data[f"{split}_images"], cfg.data[f"{split}_ann"]
@@ -41,7 +43,7 @@ def _split_paths(cfg, split: str) -> tuple[str, str]:
 def build_dataset(cfg, split: str, *, images=None, ann=None) -> CocoDataset:
     """The train or val dataset of ``cfg`` (or of explicit ``images``/``ann`` paths)."""
     if images is None or ann is None:
-        d_images, d_ann = _split_paths(cfg, split)
+        d_images, d_ann = split_paths(cfg, split)
         images = d_images if images is None else images
         ann = d_ann if ann is None else ann
     train = split == "train"

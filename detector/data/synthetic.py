@@ -360,8 +360,9 @@ def builtin_params(cfg) -> dict:
     }
 
 
-def builtin_paths(cfg) -> dict:
-    """Paths of the built-in dataset for ``cfg.data.builtin``, generating it on first use.
+def builtin_paths(cfg, generate: bool = True) -> dict:
+    """Paths of the built-in dataset for ``cfg.data.builtin``, generating it on first use
+    (``generate=False``: raise ``FileNotFoundError`` instead, for read-only callers).
 
     It lives in ``cache_dir/builtin-<hash of its params>``. Generation goes to a private temp
     dir renamed into place atomically, so concurrent callers (DDP ranks) are safe: a loser of
@@ -372,6 +373,8 @@ def builtin_paths(cfg) -> dict:
     cache = Path(cfg.data.builtin.cache_dir)
     final = cache / f"builtin-{key}"
     if not (final / "params.json").is_file():
+        if not generate:
+            raise FileNotFoundError(f"the built-in dataset is not generated yet: {final}")
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / f".tmp-builtin-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:

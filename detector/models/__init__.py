@@ -1,6 +1,7 @@
 """Models: dilated ResNet backbones (C5 / DC5 / DC4 / HDC rates), Faster R-CNN, and the
-receptive-field, gridding and effective-receptive-field analyses."""
+receptive-field, gridding, effective-receptive-field and anchor-coverage analyses."""
 
+from .anchor_coverage import anchor_coverage, format_anchor_coverage
 from .backbone import ResNetBackbone, build_backbone, build_resnet
 from .detector import NativeSizeTransform, build_detector, count_parameters
 from .erf import effective_receptive_field, plot_erf
@@ -17,6 +18,7 @@ __all__ = [
     "NativeSizeTransform",
     "ResNetBackbone",
     "WeightsError",
+    "anchor_coverage",
     "build_backbone",
     "build_resnet",
     "build_detector",
@@ -26,6 +28,7 @@ __all__ = [
     "coverage",
     "dilated_stack",
     "effective_receptive_field",
+    "format_anchor_coverage",
     "format_info",
     "get_norm_layer",
     "load_resnet_weights",

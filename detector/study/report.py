@@ -295,6 +295,42 @@ def _eval_cfg(rec: dict) -> dict:
     return {"bins": ev.get("bins", "coco"), "max_dets": ev.get("max_dets", [1, 10, 100])}
 
 
+def anchor_facts(spec: StudySpec, recs: list[dict]) -> dict[str, dict]:
+    """Per variant with a finished run: how its anchors cover the training boxes per size bin
+    (:func:`detector.models.anchor_coverage`), at the resolution training uses. Best-effort:
+    an error is recorded, not raised, and missing training data is never generated here."""
+    from detector.config import load_config
+    from detector.data.loader import split_paths
+    from detector.data.validation import load_coco_json
+    from detector.models.anchor_coverage import anchor_coverage
+
+    finished = {r["variant"] for r in recs if r["eval"]}
+    out: dict[str, dict] = {}
+    loaded: dict[str, dict] = {}
+    for run in spec.runs():
+        if run.variant in out or run.variant not in finished:
+            continue
+        try:
+            cfg = load_config(run.config, run.overrides)
+            _, ann = split_paths(cfg, "train", generate=False)
+            if ann not in loaded:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    loaded[ann] = load_coco_json(ann)[0]
+            t = cfg.data.transforms
+            short = int(statistics.median(t.train_scales)) if t.train_scales else 0
+            out[run.variant] = anchor_coverage(
+                cfg,
+                loaded[ann],
+                bins=cfg.eval.bins,
+                short_side=short,
+                max_size=int(t.max_size) if short else 0,
+            )
+        except Exception as err:  # noqa: BLE001 - a fact, not a reason to lose the report
+            out[run.variant] = {"error": f"{type(err).__name__}: {err}"}
+    return out
+
+
 # ------------------------------------------------------------------------------- aggregation
 
 
@@ -560,6 +596,40 @@ def markdown(agg: dict) -> str:
         "Eval peak MB: CUDA max allocated, else the process's peak RSS.",
     ]
 
+    cov = agg.get("anchor_coverage") or {}
+    if cov:
+        cov_bins = next((list(c["bins"]) for c in cov.values() if c.get("bins")), [])
+        lines += [
+            "",
+            "## Anchor coverage of the training boxes",
+            "",
+            "Per size bin: the share of training boxes with an anchor at IoU >= the RPN's "
+            "positive threshold, then at IoU >= 0.5 (`tools/anchor_coverage.py`). A box below "
+            "the threshold trains the RPN from its one fallback (best-anchor) match only.",
+            "",
+            "| variant | strides | anchor sizes | RPN thr | "
+            + " | ".join(f"{b} (n)" for b in cov_bins)
+            + " |",
+            "|---|---|---|---|" + "---|" * len(cov_bins),
+        ]
+        for v, c in cov.items():
+            if c.get("error"):
+                lines.append(f"| {v} | {c['error']} |")
+                continue
+            cells = []
+            for b in cov_bins:
+                r = c["bins"].get(b) or {}
+                cells.append(
+                    f"{100 * r['above_fg']:.0f}% / {100 * r['above_05']:.0f}% ({r['count']})"
+                    if r.get("count")
+                    else "–"
+                )
+            lines.append(
+                f"| {v} | {','.join(map(str, c['strides']))} "
+                f"| {','.join(f'{x:g}' for x in c['anchor_sizes'])} | {c['fg_iou_thresh']:g} | "
+                + " | ".join(cells)
+                + " |"
+            )
     lines += ["", "## Plots", ""]
     for p in agg.get("plots", []):
         lines += [f"![{p}]({p})", ""]
@@ -722,6 +792,11 @@ def write_report(spec: StudySpec, tensorboard: bool = True, plots: bool = True) 
             agg["plots"] = plot(agg, out)
         except Exception as err:  # noqa: BLE001
             agg["plot_error"] = f"{type(err).__name__}: {err}"
+    try:
+        agg["anchor_coverage"] = anchor_facts(spec, recs)
+    except Exception as err:  # noqa: BLE001
+        agg["anchor_coverage"] = {}
+        agg["anchor_coverage_error"] = f"{type(err).__name__}: {err}"
     agg["tb_dir"] = str(out / "tb")
     if tensorboard:
         try:

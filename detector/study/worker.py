@@ -56,15 +56,22 @@ def _load_cfg(config: str, overrides: list[str], run_dir: Path):
 
 def input_size(cfg, gt: dict | None = None) -> tuple[int, int]:
     """The image size the model facts (FLOPs) are given at: the configured test size if any,
-    else the synthetic image size, else the median validation image size."""
+    else the synthetic image size, else the size of the median validation image by pixel count
+    (a size some image really has, not a mix of the median height and the median width)."""
     t = cfg.data.transforms
     if cfg.data.source == "builtin":
         side = int(t.test_scale or cfg.data.builtin.image_size)
         return side, side
     if gt and gt.get("images"):
-        hs = sorted(int(im.get("height", 0)) for im in gt["images"])
-        ws = sorted(int(im.get("width", 0)) for im in gt["images"])
-        h, w = hs[len(hs) // 2], ws[len(ws) // 2]
+        sizes = sorted(
+            (
+                int(im.get("height", 0)) * int(im.get("width", 0)),
+                int(im.get("height", 0)),
+                int(im.get("width", 0)),
+            )
+            for im in gt["images"]
+        )
+        _, h, w = sizes[len(sizes) // 2]
         if t.test_scale and min(h, w) > 0:
             s = t.test_scale / min(h, w)
             if max(h, w) * s > t.max_size:
