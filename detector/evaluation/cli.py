@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .coco_io import EvalInputError
+from .coco_io import EvalInputError, restrict_categories
 
 
 def _write_json(path: str | Path, obj) -> None:
@@ -43,6 +43,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--iou-thrs", default=None, help="comma-separated IoU thresholds (default COCO .50:.05:.95)"
+    )
+    p.add_argument(
+        "--categories",
+        help="comma-separated category names or ids to score alone (pycocotools' catIds)",
     )
     p.add_argument("--backend", choices=["fast", "pycocotools"], default="fast")
     p.add_argument("--no-errors", action="store_true", help="skip the TIDE error analysis")
@@ -100,6 +104,8 @@ def evaluate_main(argv: list[str] | None = None) -> int:
             print(f"wrote {len(results)} detections to {out}", file=sys.stderr)
         if not gt or results is None:
             raise SystemExit("error: give --gt and --results, or --config and --checkpoint")
+        if args.categories:
+            gt, results = restrict_categories(gt, results, args.categories.split(","))
         iou = None
         if args.iou_thrs:
             iou = [float(x) for x in args.iou_thrs.split(",") if x.strip()]
@@ -146,6 +152,10 @@ def compare_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="comma-separated keys (default: AP, AP50, AP75 and AP_<bin>)")
     p.add_argument("--n", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--categories",
+        help="comma-separated category names or ids to score alone (pycocotools' catIds)",
+    )
     p.add_argument("--json", help="write values, CIs and deltas to this JSON file")
     return p
 
@@ -190,9 +200,14 @@ def compare_main(argv: list[str] | None = None) -> int:
             if args.metrics
             else ["AP", "AP50", "AP75", *[f"AP_{b.name}" for b in bins[1:]]]
         )
+        gt, runs = args.gt, list(args.runs)
+        if args.categories:
+            cats = args.categories.split(",")
+            picked = [restrict_categories(args.gt, r, cats) for r in runs]
+            gt, runs = picked[0][0], [p[1] for p in picked]
         out = bootstrap_runs(
-            args.gt,
-            args.runs,
+            gt,
+            runs,
             keys,
             n=args.n,
             seed=args.seed,

@@ -299,3 +299,41 @@ def load_results(results: Any, gt: GroundTruth) -> Detections:
         except EvalInputError as err:
             raise EvalInputError(str(err).replace("record [0]", f"record [{bad}]")) from None
     return Detections(source, img.astype(np.int64), cat.astype(np.int64), bbox, score, records)
+
+
+def restrict_categories(gt: Any, results: Any, categories) -> tuple[dict, list]:
+    """Keep only ``categories`` (names or ids) in a ground truth and its results, the way
+    pycocotools' ``params.catIds`` does: every image stays (so missed objects and false
+    positives on them still count), the other categories' boxes and detections go.
+
+    ``gt``: path or COCO dict; ``results``: path or list. Returns ``(gt_dict, results_list)``.
+    """
+    source = str(gt) if isinstance(gt, (str, Path)) else "<ground truth>"
+    data = _read_json(gt, "ground truth") if isinstance(gt, (str, Path)) else gt
+    dets = _read_json(results, "results") if isinstance(results, (str, Path)) else results
+    if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
+        raise EvalInputError(f"{source}: no 'categories' list, so categories cannot be selected")
+    by_name = {str(c.get("name")): c["id"] for c in data["categories"] if "id" in c}
+    ids = {c["id"] for c in data["categories"] if "id" in c}
+    keep = set()
+    for c in categories:
+        key = str(c).strip()
+        if key in by_name:
+            keep.add(by_name[key])
+        elif key.lstrip("-").isdigit() and int(key) in ids:
+            keep.add(int(key))
+        else:
+            raise EvalInputError(
+                f"{source}: unknown category {key!r}. Fix: use a name or id from its "
+                f"'categories': {', '.join(f'{n} ({i})' for n, i in by_name.items())}"
+            )
+    if not keep:
+        raise EvalInputError(
+            "no categories selected. Fix: name at least one, e.g. --categories car"
+        )
+    out = dict(data)
+    out["categories"] = [c for c in data["categories"] if c.get("id") in keep]
+    out["annotations"] = [a for a in data.get("annotations", []) if a.get("category_id") in keep]
+    if not isinstance(dets, list):
+        raise EvalInputError(f"{results}: results must be a list of detections")
+    return out, [d for d in dets if isinstance(d, dict) and d.get("category_id") in keep]
