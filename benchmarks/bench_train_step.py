@@ -69,12 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     dataset = build_dataset(base_cfg, "train")
     loader = iter(build_train_loader(base_cfg, dataset))
     batches = [next(loader) for _ in range(args.batches)]
-    max_batch = base_cfg.solver.ims_per_batch
+
+    def data_key(cfg):
+        return cfg.data.train_ann, cfg.data.transforms.crop_size, cfg.solver.ims_per_batch
+
     for name, cfg in cfgs.items():
         # the batches are the baseline's: say so when a variant would have loaded other data
-        mine = (cfg.data.train_ann, cfg.data.transforms.crop_size, cfg.solver.ims_per_batch)
-        if mine != (base_cfg.data.train_ann, base_cfg.data.transforms.crop_size, max_batch):
-            print(f"note: {name} trains on other data/batches ({mine}); timed on the baseline's")
+        if data_key(cfg) != data_key(base_cfg):
+            print(
+                f"note: {name} trains on other data/batches ({data_key(cfg)}); timed on the baseline's"
+            )
     print(
         f"{len(batches)} batches of {len(batches[0][0])} real training images "
         f"({tuple(batches[0][0][0].shape[-2:])} crops), {args.threads} thread(s)"

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .coco_io import EvalInputError, restrict_categories
+from .coco_io import EvalInputError, keep_categories, restrict_categories, select_categories
 
 
 def _write_json(path: str | Path, obj) -> None:
@@ -202,9 +202,8 @@ def compare_main(argv: list[str] | None = None) -> int:
         )
         gt, runs = args.gt, list(args.runs)
         if args.categories:
-            cats = args.categories.split(",")
-            picked = [restrict_categories(args.gt, r, cats) for r in runs]
-            gt, runs = picked[0][0], [p[1] for p in picked]
+            gt, keep = select_categories(args.gt, args.categories.split(","))
+            runs = [keep_categories(r, keep) for r in runs]
         out = bootstrap_runs(
             gt,
             runs,

@@ -301,20 +301,17 @@ def load_results(results: Any, gt: GroundTruth) -> Detections:
     return Detections(source, img.astype(np.int64), cat.astype(np.int64), bbox, score, records)
 
 
-def restrict_categories(gt: Any, results: Any, categories) -> tuple[dict, list]:
-    """Keep only ``categories`` (names or ids) in a ground truth and its results, the way
+def select_categories(gt: Any, categories) -> tuple[dict, set]:
+    """The ground truth (path or COCO dict) reduced to ``categories`` (names or ids), the way
     pycocotools' ``params.catIds`` does: every image stays (so missed objects and false
-    positives on them still count), the other categories' boxes and detections go.
-
-    ``gt``: path or COCO dict; ``results``: path or list. Returns ``(gt_dict, results_list)``.
-    """
+    positives on them still count), the other categories' boxes go. Returns the reduced dict
+    and the kept category ids (for :func:`keep_categories` on the results)."""
     source = str(gt) if isinstance(gt, (str, Path)) else "<ground truth>"
     data = _read_json(gt, "ground truth") if isinstance(gt, (str, Path)) else gt
-    dets = _read_json(results, "results") if isinstance(results, (str, Path)) else results
     if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
         raise EvalInputError(f"{source}: no 'categories' list, so categories cannot be selected")
     by_name = {str(c.get("name")): c["id"] for c in data["categories"] if "id" in c}
-    ids = {c["id"] for c in data["categories"] if "id" in c}
+    ids = set(by_name.values())
     keep = set()
     for c in categories:
         key = str(c).strip()
@@ -334,6 +331,19 @@ def restrict_categories(gt: Any, results: Any, categories) -> tuple[dict, list]:
     out = dict(data)
     out["categories"] = [c for c in data["categories"] if c.get("id") in keep]
     out["annotations"] = [a for a in data.get("annotations", []) if a.get("category_id") in keep]
+    return out, keep
+
+
+def keep_categories(results: Any, keep: set) -> list:
+    """The detections (path or list) whose ``category_id`` is in ``keep``."""
+    dets = _read_json(results, "results") if isinstance(results, (str, Path)) else results
     if not isinstance(dets, list):
         raise EvalInputError(f"{results}: results must be a list of detections")
-    return out, [d for d in dets if isinstance(d, dict) and d.get("category_id") in keep]
+    return [d for d in dets if isinstance(d, dict) and d.get("category_id") in keep]
+
+
+def restrict_categories(gt: Any, results: Any, categories) -> tuple[dict, list]:
+    """:func:`select_categories` on ``gt`` and :func:`keep_categories` on ``results``:
+    ``(gt_dict, results_list)`` holding only ``categories`` (names or ids)."""
+    sub_gt, keep = select_categories(gt, categories)
+    return sub_gt, keep_categories(results, keep)

@@ -63,15 +63,9 @@ def input_size(cfg, gt: dict | None = None) -> tuple[int, int]:
         side = int(t.test_scale or cfg.data.builtin.image_size)
         return side, side
     if gt and gt.get("images"):
-        sizes = sorted(
-            (
-                int(im.get("height", 0)) * int(im.get("width", 0)),
-                int(im.get("height", 0)),
-                int(im.get("width", 0)),
-            )
-            for im in gt["images"]
-        )
-        _, h, w = sizes[len(sizes) // 2]
+        sizes = sorted((int(im.get("height", 0)), int(im.get("width", 0))) for im in gt["images"])
+        sizes.sort(key=lambda hw: hw[0] * hw[1])  # by pixel count; stable, so ties stay ordered
+        h, w = sizes[len(sizes) // 2]
         if t.test_scale and min(h, w) > 0:
             s = t.test_scale / min(h, w)
             if max(h, w) * s > t.max_size:
