@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 ## Train the demo model on the built-in small-object dataset, evaluate, print the size table.
 demo: $(STAMP)
-	$(PY) tools/train.py --config configs/demo.yaml --output runs/demo
+	$(VENV)/bin/smalldet train --config configs/demo.yaml --output runs/demo --overwrite
 
 ## Run the whole test suite (ruff included).
 test: $(STAMP)

@@ -16,14 +16,11 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from detector.config.loader import load_config  # noqa: E402
-from detector.data import build_dataset, build_train_loader  # noqa: E402
+from detector.config.loader import load_config
+from detector.data import build_dataset, build_train_loader
 
 
 def loader_rate(cfg, ds, workers: int, batches: int) -> tuple[float, float]:

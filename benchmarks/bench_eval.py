@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _rss_mb() -> float:
@@ -37,8 +36,8 @@ def _peak_mb() -> float:
 
 
 def child(kind: str, bins: str, data: Path, out: Path) -> None:
-    from detector.evaluation.bins import get_bins
     from detector.evaluation.fast_eval import coco_iou_thrs
+    from detector.utils.bins import get_bins
 
     size_bins = get_bins(bins)
     gt_path, dt_path = data / "gt.json", data / "results.json"

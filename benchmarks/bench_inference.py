@@ -26,7 +26,6 @@ DEFAULT = [f"configs/faster_rcnn_r50_{v}.yaml" for v in ("c5", "dc5", "dc5_reduc
 
 
 def measure(config: str, size: int, images: int, threads: int, device: str) -> dict:
-    sys.path.insert(0, str(ROOT))
     import torch
 
     from detector.config import load_config

@@ -23,17 +23,16 @@ import time
 import warnings
 from pathlib import Path
 
+import torch
+
+from detector.config import load_config
+from detector.data import build_dataset
+from detector.data.loader import build_train_loader
+from detector.engine.optim import build_optimizer
+from detector.models import build_detector
+from detector.study import load_study
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from detector.config import load_config  # noqa: E402
-from detector.data import build_dataset  # noqa: E402
-from detector.data.loader import build_train_loader  # noqa: E402
-from detector.engine.optim import build_optimizer  # noqa: E402
-from detector.models import build_detector  # noqa: E402
-from detector.study import load_study  # noqa: E402
 
 
 def _step(model, optimizer, images, targets) -> None:

@@ -25,12 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from detector.config import load_config
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from detector.config import load_config  # noqa: E402
 
 
 def make_cfg(args, out: Path):

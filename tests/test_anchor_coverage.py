@@ -97,7 +97,9 @@ def test_fpn_p2_anchor_fits_the_small_box_and_threshold_is_the_configs():
     assert res["strides"] == [4, 8, 16, 32, 64]
     # lowering the RPN threshold to 1/7 turns the dc5 fallback match into a real positive
     res = anchor_coverage(
-        _cfg("dc5", [16], "model.rpn.fg_iou_thresh=0.14"), _coco([[0, 0, 16, 16]]), bins="coco"
+        _cfg("dc5", [16], "model.rpn.fg_iou_thresh=0.14", "model.rpn.bg_iou_thresh=0.1"),
+        _coco([[0, 0, 16, 16]]),
+        bins="coco",
     )
     assert res["fg_iou_thresh"] == 0.14
     assert res["bins"]["small"]["above_fg"] == 1.0

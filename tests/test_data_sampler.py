@@ -101,3 +101,29 @@ def test_train_loader_same_batches_with_workers_and_resume(tmp_path):
         assert all(torch.equal(x["boxes"], y["boxes"]) for x, y in zip(ta, tb))
     with pytest.raises(ValueError, match="ims_per_batch=2 must be a positive multiple"):
         build_train_loader(cfg, ds, world_size=4)
+
+
+def test_train_loader_batch_size_overrides_the_config(tmp_path):
+    """The trainer passes its micro-batch instead of rewriting solver.ims_per_batch."""
+    cfg = load_config(
+        None,
+        [
+            f"data.builtin.cache_dir={tmp_path}",
+            "data.builtin.num_train=8",
+            "data.builtin.num_val=1",
+            "data.builtin.image_size=32",
+            "solver.ims_per_batch=2",
+            "data.num_workers=0",
+        ],
+    )
+    ds = build_dataset(cfg, "train")
+    assert build_train_loader(cfg, ds).batch_sampler.batch_size == 2
+    # 3 per rank with 4 ranks: ims_per_batch=2 alone would be refused
+    loader = build_train_loader(cfg, ds, batch_size=3, rank=1, world_size=4)
+    assert loader.batch_sampler.batch_size == 3 and loader.batch_sampler.world_size == 4
+    images, _ = next(iter(loader))
+    assert len(images) == 3
+    assert cfg.solver.ims_per_batch == 2  # the config is not touched
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="batch_size must be a positive int"):
+            build_train_loader(cfg, ds, batch_size=bad)

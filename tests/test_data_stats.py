@@ -8,7 +8,7 @@ from pathlib import Path
 
 from detector.data import generate_dataset
 from detector.data.stats import compute_stats, dataset_stats
-from detector.evaluation.bins import get_bins
+from detector.utils.bins import get_bins
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "dataset_stats.py"
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from detector.data import generate_dataset
 from detector.data.synthetic import CLASSES, DEFAULT_SIZE_MIX
-from detector.evaluation.bins import assign_bin, get_bins
+from detector.utils.bins import assign_bin, get_bins
 
 
 def _files(root):

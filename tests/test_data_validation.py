@@ -296,3 +296,98 @@ def test_bad_image_in_worker_process_is_a_dataset_error(tmp_path):
     loader = DataLoader(CocoDataset(root, ann), batch_size=1, num_workers=1, collate_fn=collate)
     with pytest.raises(DatasetError, match=r"image 1 \(file '.*a.png'\): cannot read the image"):
         list(loader)
+
+
+# ------------------------------------------- malformed records: a message, never a traceback
+
+
+@pytest.mark.parametrize("value", [40.5, 0, -3, True])
+def test_image_size_must_be_whole_pixels(value):
+    data = _good()
+    data["images"][0]["width"] = value
+    with pytest.raises(
+        DatasetError,
+        match=r"x.json: image 1 \('a.png'\): field 'width' = .* must be a positive whole number",
+    ):
+        validate_coco(data, "x.json")
+
+
+def test_integral_float_size_is_accepted():
+    data = _good()
+    data["images"][0]["width"] = 40.0  # some exporters write floats
+    out, _ = validate_coco(data, "x.json")
+    assert out["images"][0]["width"] == 40.0
+
+
+@pytest.mark.parametrize("second", ["a.png", "./a.png", "sub/../a.png"])
+def test_duplicate_file_names(second):
+    data = _good()
+    data["images"][1]["file_name"] = second
+    with pytest.raises(
+        DatasetError,
+        match=r"x.json: images 1 and 2 have the same 'file_name' .*Fix: list each image once",
+    ):
+        validate_coco(data, "x.json")
+
+
+@pytest.mark.parametrize("value", [[10], {"a": 1}, "10", 10.0, None, True])
+def test_annotation_id_must_be_an_integer(value):
+    data = _good()
+    data["annotations"][0]["id"] = value
+    with pytest.raises(
+        DatasetError, match=r"x.json: annotation #0: field 'id' = .* must be an integer\. Fix"
+    ):
+        validate_coco(data, "x.json")
+
+
+@pytest.mark.parametrize("key", ["image_id", "category_id"])
+@pytest.mark.parametrize("value", [[1], {"id": 1}, 1.0, "1", None])
+def test_annotation_references_must_be_integers(key, value):
+    data = _good()
+    data["annotations"][1][key] = value
+    with pytest.raises(
+        DatasetError,
+        match=rf"x.json: annotation 11: field '{key}' = .* must be an integer, the 'id' of an? "
+        r"(image|category)\. Fix",
+    ):
+        validate_coco(data, "x.json")
+
+
+@pytest.mark.parametrize("value", ["yes", "0", None, 2, -1, 0.5])
+def test_iscrowd_must_be_0_or_1(value):
+    data = _good()
+    data["annotations"][2]["iscrowd"] = value
+    with pytest.raises(
+        DatasetError,
+        match=r"annotation 12 \(image 2, 'b.png'\): field 'iscrowd' = .* must be 0 or 1\. Fix",
+    ):
+        validate_coco(data, "x.json")
+
+
+def test_iscrowd_bool_is_accepted():
+    data = _good()
+    data["annotations"][2]["iscrowd"] = True
+    out, _ = validate_coco(data, "x.json")
+    assert out["annotations"][2]["iscrowd"] is True
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", ".", "sub/../..", "a\0.png"])
+def test_file_name_outside_root_or_invalid(tmp_path, name):
+    data = _good()
+    data["images"][1]["file_name"] = name
+    with pytest.raises(DatasetError, match=r"x.json: image 2: field 'file_name' = .*Fix: "):
+        validate_coco(data, "x.json", image_root=tmp_path)
+
+
+def test_symlinked_image_files_are_accepted(tmp_path):
+    """A dataset whose image folder holds symlinks into a shared store is not path traversal."""
+    store = tmp_path / "store"
+    store.mkdir()
+    root, ann = _write(store, _good())
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for im in _good()["images"]:
+        (linked / im["file_name"]).symlink_to(root / im["file_name"])
+    ds = CocoDataset(linked, ann, check_images=True)
+    assert ds.image_path(1) == linked.resolve() / "a.png"
+    assert ds[0][0].shape == (3, 30, 40)

@@ -8,15 +8,18 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
-from test_engine_utils import ROOT, TRAIN, tiny_cache, tiny_config  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "tools" / "train.py"
 
-def test_two_gloo_ranks_agree_and_eval_sees_each_image_once(tmp_path, tiny_cache):  # noqa: F811
+
+def test_two_gloo_ranks_agree_and_eval_sees_each_image_once(tmp_path, tiny_cache, tiny_config):
     cfg = tiny_config(
         tmp_path / "ddp.yaml",
         tiny_cache,
@@ -58,7 +61,7 @@ def test_two_gloo_ranks_agree_and_eval_sees_each_image_once(tmp_path, tiny_cache
     assert w0.keys() == w1.keys()
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     # model_final.pth (written by rank 0) holds those same weights
-    final = torch.load(out / "model_final.pth", weights_only=True)
+    final = torch.load(out / "model_final.pth", weights_only=True)["model"]
     assert all(torch.equal(final[k], w0[k]) for k in w0)
 
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

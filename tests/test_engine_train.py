@@ -4,7 +4,8 @@
 - a non-finite loss stops the run naming iteration and component, keeping the last checkpoint;
 - SIGTERM writes a checkpoint and exits with 143;
 - the TensorBoard event files hold the losses, the lr, per-size-bin eval scalars and images;
-- ``model_final.pth`` and a full training checkpoint give the same predictions.
+- ``model_final.pth`` (a model file with the fingerprint) and a full training checkpoint give
+  the same predictions.
 """
 
 from __future__ import annotations
@@ -15,17 +16,20 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
-from test_engine_utils import ROOT, TRAIN, run_train, tiny_cache, tiny_config  # noqa: F401
 
 from detector.config import load_config
 
 pytestmark = pytest.mark.slow
 
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "tools" / "train.py"
 
-def test_sigkill_then_resume_is_bit_identical(tmp_path, tiny_cache):  # noqa: F811
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path, tiny_cache, tiny_config, run_train):
     cfg = tiny_config(tmp_path / "tiny.yaml", tiny_cache)
     a = run_train(cfg, tmp_path / "a")
     assert a.returncode == 0, a.stderr[-3000:]
@@ -43,8 +47,11 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, tiny_cache):  # noqa: F8
     rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows if r["type"] == "train"] == [2, 4, 6]
 
-    wa = torch.load(tmp_path / "a" / "model_final.pth", weights_only=True)
-    wb = torch.load(tmp_path / "b" / "model_final.pth", weights_only=True)
+    # model_final.pth is a smalldet-model file: the weights plus the config fingerprint
+    fa = torch.load(tmp_path / "a" / "model_final.pth", weights_only=True)
+    fb = torch.load(tmp_path / "b" / "model_final.pth", weights_only=True)
+    assert fa["format"] == "smalldet-model" and fa["fingerprint"] == fb["fingerprint"]
+    wa, wb = fa["model"], fb["model"]
     assert wa.keys() == wb.keys()
     different = [k for k in wa if not torch.equal(wa[k], wb[k])]
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
@@ -55,7 +62,9 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, tiny_cache):  # noqa: F8
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_cache):  # noqa: F811
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(
+    tmp_path, tiny_cache, tiny_config, run_train
+):
     # a real blow-up: from iteration 5 the lr is multiplied by 1e30
     extra = {
         "solver": {"optimizer": "sgd", "max_iter": 10, "steps": [4], "gamma": 1.0e30},
@@ -78,7 +87,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_cach
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
-def test_sigterm_saves_a_checkpoint(tmp_path, tiny_cache):  # noqa: F811
+def test_sigterm_saves_a_checkpoint(tmp_path, tiny_cache, tiny_config):
     cfg = tiny_config(
         tmp_path / "t.yaml",
         tiny_cache,
@@ -109,7 +118,7 @@ def test_sigterm_saves_a_checkpoint(tmp_path, tiny_cache):  # noqa: F811
     assert 1 <= state["iteration"] < 200
 
 
-def test_tensorboard_events_and_final_checkpoint_forms(tmp_path, tiny_cache):  # noqa: F811
+def test_tensorboard_events_and_final_checkpoint_forms(tmp_path, tiny_cache, tiny_config):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from detector.engine.inference import run_inference

@@ -1,74 +1,12 @@
-"""Optimizer groups and LR schedule; plus the tiny-run helpers the other engine tests import."""
+"""Optimizer groups and LR schedule (the tiny-run helpers are fixtures in conftest.py)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-import yaml
 
 from detector.config import load_config
 from detector.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
-
-ROOT = Path(__file__).resolve().parents[1]
-TRAIN = ROOT / "tools" / "train.py"
-
-# A detector small enough for a few CPU iterations per second: 64 px images, R18 DC5 with GN.
-TINY = {
-    "_base_": str(ROOT / "configs" / "faster_rcnn_r18_dc5.yaml"),
-    "deterministic": True,
-    "model": {
-        "backbone": {"gn_groups": 8, "hdc_check": "off", "reduce_channels": 64},
-        "anchors": {"sizes": [8, 16, 32], "aspect_ratios": [1.0]},
-        "rpn": {
-            "pre_nms_top_n_train": 200,
-            "post_nms_top_n_train": 100,
-            "pre_nms_top_n_test": 100,
-            "post_nms_top_n_test": 50,
-            "batch_size_per_image": 64,
-        },
-        "roi": {"batch_size_per_image": 32, "representation_size": 64},
-    },
-    "data": {"num_workers": 0, "builtin": {"num_train": 8, "num_val": 4, "image_size": 64}},
-    "solver": {"max_iter": 6, "ims_per_batch": 2, "warmup_iters": 2, "lr": 0.01},
-    "checkpoint": {"period": 2, "keep_last": 2},
-    "eval": {"period": 0, "final": False, "vis_images": 0},
-    "log": {"period": 2, "progress": False},
-}
-
-
-def tiny_config(path: Path, cache_dir: Path, extra: dict | None = None) -> Path:
-    """Write the tiny config (deep-merged with ``extra``) to ``path``."""
-    from detector.config.loader import deep_merge
-
-    data = deep_merge(TINY, {"data": {"builtin": {"cache_dir": str(cache_dir)}}})
-    data = deep_merge(data, extra or {})
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def run_train(cfg_path: Path, out: Path, *args: str, env: dict | None = None, timeout=300):
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run(
-        [sys.executable, str(TRAIN), "--config", str(cfg_path), "--output", str(out), *args],
-        cwd=ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-@pytest.fixture(scope="session")
-def tiny_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("smalldet_cache")
-
-
-# --------------------------------------------------------------------------------- the tests
 
 
 def _cfg(*overrides):

@@ -9,8 +9,9 @@ import json
 
 import pytest
 
+from detector.cli.compare import main as compare_main
+from detector.cli.evaluate import main as evaluate_main
 from detector.evaluation.api import evaluate
-from detector.evaluation.cli import compare_main, evaluate_main
 from detector.evaluation.coco_io import EvalInputError, restrict_categories
 from detector.evaluation.synthetic import make_dataset
 

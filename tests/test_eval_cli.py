@@ -1,4 +1,5 @@
-"""tools/evaluate.py and tools/compare.py front ends, bootstrap, plots and TensorBoard."""
+"""`smalldet evaluate` / `smalldet compare` (= tools/evaluate.py, tools/compare.py), bootstrap,
+plots and TensorBoard."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import types
 import numpy as np
 import pytest
 
+from detector.cli.compare import main as compare_main
+from detector.cli.evaluate import main as evaluate_main
 from detector.evaluation import evaluate
 from detector.evaluation.bootstrap import paired_bootstrap, parse_metric_key
-from detector.evaluation.cli import compare_main, evaluate_main
 from detector.evaluation.synthetic import make_dataset
 
 
@@ -69,6 +71,7 @@ def test_evaluate_cli_bad_input_exit_code(files, capsys):
         evaluate_main(["--gt", str(files / "gt.json"), "--results", str(bad), "--bins", "0,8,4"])
         == 2
     )
+    assert capsys.readouterr().err.startswith("error: --bins 0,8,4: ")  # names the flag
 
 
 def test_evaluate_cli_model_branch(files, monkeypatch, capsys):
@@ -83,12 +86,14 @@ def test_evaluate_cli_model_branch(files, monkeypatch, capsys):
     mod = types.ModuleType("detector.engine.inference")
     mod.run_inference = run_inference
     monkeypatch.setitem(sys.modules, "detector.engine.inference", mod)
-    monkeypatch.setattr("detector.evaluation.cli.load_cfg", lambda path, opts: {"device": "cpu"})
+    monkeypatch.setattr("detector.cli.evaluate.load_cfg", lambda path, opts: {"device": "cpu"})
     out = files / "model" / "eval.json"
+    ckpt = files / "m.pt"  # only its existence is checked before the (fake) inference
+    ckpt.write_bytes(b"")
     rc = evaluate_main(
-        ["--config", "c.yaml", "--checkpoint", "m.pt", "--json", str(out), "--no-errors"]
+        ["--config", "c.yaml", "--checkpoint", str(ckpt), "--json", str(out), "--no-errors"]
     )
-    assert rc == 0 and calls["args"] == ("m.pt", None, None)
+    assert rc == 0 and calls["args"] == (str(ckpt), None, None)
     assert len(json.loads((files / "model" / "eval_results.json").read_text())) == len(res)
     assert json.loads(out.read_text())["AP"] == pytest.approx(
         evaluate(files / "gt.json", res).summary["AP"]

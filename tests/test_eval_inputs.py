@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from detector.evaluation import EvalInputError, evaluate, get_bins
-from detector.evaluation.bins import parse_edges
+from detector.utils.bins import parse_edges
 
 
 def _gt(with_area=True, with_crowd=True):
@@ -59,6 +59,17 @@ def _write(tmp_path, name, obj):
         ("bbox", [1, 2, -3, 4], "width and height"),
         ("bbox", ["a", 2, 3, 4], "bbox"),
         ("bbox", [1, 2, float("nan"), 4], "finite"),
+        # strings, booleans and fractional ids are refused, not cast (numpy would cast them)
+        ("score", "0.9", "'score' '0.9' is a string"),
+        ("score", True, "'score' True is a boolean"),
+        ("bbox", ["1", "2", "3", "4"], "'1' is a string"),
+        ("bbox", [1, 2, True, 4], "True is a boolean"),
+        ("image_id", 1.5, "'image_id' 1.5 is not a whole number"),
+        ("image_id", "1", "'image_id' '1' is a string"),
+        ("image_id", True, "'image_id' True is a boolean"),
+        ("category_id", True, "'category_id' True is a boolean"),
+        ("category_id", "1", "'category_id' '1' is a string"),
+        ("category_id", "car", "'category_id' 'car' is a string"),
     ],
 )
 def test_bad_result_records_name_file_and_record(tmp_path, field, value, needle):
@@ -81,7 +92,7 @@ def test_missing_key_and_not_a_list(tmp_path):
         evaluate(gt, _write(tmp_path, "a.json", res))
     with pytest.raises(EvalInputError, match="must be a JSON list"):
         evaluate(gt, _write(tmp_path, "b.json", {"image_id": 1}))
-    with pytest.raises(EvalInputError, match="does not exist"):
+    with pytest.raises(EvalInputError, match="nope.json: results file not found"):
         evaluate(gt, tmp_path / "nope.json")
 
 
@@ -192,3 +203,122 @@ def test_bin_names_must_be_unique_and_coco_object_accepted():
         evaluate(coco, _res(), errors=False).summary
         == evaluate(_gt(), _res(), errors=False).summary
     )
+
+
+def test_first_bad_record_is_named_whatever_the_problem(tmp_path):
+    res = _res()
+    res[3]["score"] = "0.5"  # a type problem ...
+    res[1]["image_id"] = 99  # ... after an unknown image: the earlier record is named
+    with pytest.raises(EvalInputError, match=r"record \[1\]: image_id 99"):
+        evaluate(_gt(), res)
+
+
+def test_whole_valued_float_ids_are_read_as_integers_with_a_warning():
+    """3.0 means 3 to pycocotools' dict lookups too, so it is converted, not refused."""
+    res = _res()
+    for r in res:
+        r["image_id"], r["category_id"] = float(r["image_id"]), float(r["category_id"])
+    with pytest.warns(UserWarning, match="whole-valued floats"):
+        got = evaluate(_gt(), res, errors=False)
+    assert got.summary == evaluate(_gt(), _res(), errors=False).summary
+    assert any("whole-valued" in w for w in got.warnings)
+    gt = _gt()
+    gt["images"][0]["id"] = 1.0
+    with pytest.warns(UserWarning, match=r"images\[0\]\.id"):
+        assert evaluate(gt, _res(), errors=False).summary["AP"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "where,value,needle",
+    [
+        ("categories", "1", r"categories\[0\]: 'id' '1' is a string"),
+        ("categories", True, r"categories\[0\]: 'id' True is a boolean"),
+        ("images", 2.5, r"images\[0\]: 'id' 2.5 is not a whole number"),
+        ("annotations", "1", r"annotations\[0\] \(id 1\): 'image_id' '1' is a string"),
+    ],
+)
+def test_bad_gt_ids(where, value, needle):
+    gt = _gt()
+    key = "image_id" if where == "annotations" else "id"
+    gt[where][0][key] = value
+    with pytest.raises(EvalInputError, match=needle):
+        evaluate(gt, [])
+
+
+def _string_id_pair():
+    """Generated data with ids "img1".."img60": sorted as strings ("img10" < "img9"), with score
+    ties across images, so the image order pycocotools uses decides the tie-breaks."""
+    from detector.evaluation.synthetic import make_dataset
+
+    gt, res = make_dataset(60, seed=11, n_cats=3, dets_per_image=25)
+    for im in gt["images"]:
+        im["id"] = f"img{im['id']}"
+    for rec in (*gt["annotations"], *res):
+        rec["image_id"] = f"img{rec['image_id']}"
+    return gt, res
+
+
+def test_string_image_ids_same_numbers_on_both_backends_and_pycocotools():
+    import contextlib
+    import copy
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt, res = _string_id_pair()
+    fast = evaluate(copy.deepcopy(gt), copy.deepcopy(res), errors=False)
+    ref = evaluate(copy.deepcopy(gt), copy.deepcopy(res), errors=False, backend="pycocotools")
+    assert np.array_equal(fast.precision, ref.precision)
+    assert np.array_equal(fast.recall, ref.recall)
+    # and pycocotools itself, on the dicts as given
+    coco = COCO()
+    coco.dataset = copy.deepcopy(gt)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+        ev = COCOeval(coco, coco.loadRes(copy.deepcopy(res)), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+    assert np.array_equal(fast.precision, ev.eval["precision"])
+    assert fast.summary["AP"] > 0
+    json.dumps(fast.to_dict())
+
+
+@pytest.mark.parametrize("backend", ["fast", "pycocotools"])
+def test_string_image_ids_refuse_integer_results_and_mixed_gt(backend):
+    gt, res = _string_id_pair()
+    res[4]["image_id"] = 4
+    with pytest.raises(EvalInputError, match=r"record \[4\]: 'image_id' 4 is not a string"):
+        evaluate(gt, res, backend=backend)
+    res[4]["image_id"] = "img_unknown"
+    with pytest.raises(EvalInputError, match=r"record \[4\]: image_id 'img_unknown' is not in"):
+        evaluate(gt, res, backend=backend)
+    gt["images"][3]["id"] = 3
+    with pytest.raises(EvalInputError, match=r"images\[3\]: 'id' 3 is not a string"):
+        evaluate(gt, [], backend=backend)
+
+
+def test_evaluation_imports_and_runs_without_torch():
+    """``detector.evaluation`` is the torch-free layer: it must import and evaluate with torch,
+    the engine and the models all unimportable."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, json\n"
+        "for m in ('torch', 'torchvision', 'detector.engine', 'detector.models'):\n"
+        "    sys.modules[m] = None\n"
+        "import detector.evaluation\n"
+        "from detector.evaluation.api import evaluate\n"
+        f"gt, res = json.loads({json.dumps(json.dumps([_gt(), _res()]))})\n"
+        "r = evaluate(gt, res)\n"
+        "assert abs(r.summary['AP'] - 1.0) < 1e-9, r.summary\n"
+        "assert detector.evaluation.evaluate is evaluate\n"
+        "print('ok')\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

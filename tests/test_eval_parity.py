@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector.evaluation.bins import get_bins
 from detector.evaluation.coco_io import load_gt, load_results
 from detector.evaluation.cocotools_backend import run_cocoeval
 from detector.evaluation.fast_eval import accumulate, build_match_table, coco_iou_thrs
 from detector.evaluation.synthetic import make_dataset
+from detector.utils.bins import get_bins
 
 
 @pytest.fixture(scope="module")

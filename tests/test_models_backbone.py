@@ -96,7 +96,11 @@ def test_bad_input_is_a_clear_error(kwargs, match):
 
 
 def test_unknown_variant():
-    cfg = load_config(None, ["model.variant=dc3"])
+    # the loader refuses it first; the backbone's own check guards configs built in code
+    with pytest.raises(ConfigError, match="unknown model.variant 'dc3'; valid: c5, dc5, dc4, fpn"):
+        load_config(None, ["model.variant=dc3"])
+    cfg = load_config(None)
+    cfg.model.variant = "dc3"
     with pytest.raises(ConfigError, match="unknown model.variant 'dc3'; valid: c5, dc5, dc4, fpn"):
         build_backbone(cfg)
 

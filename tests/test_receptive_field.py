@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
+from detector.cli import analyze_dilation
 from detector.models import (
     build_resnet,
     coverage,
@@ -24,9 +23,6 @@ from detector.models import (
 )
 from detector.models.erf import erf_radius
 from detector.models.receptive_field import effective_kernel
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import analyze_dilation  # noqa: E402
 
 
 @pytest.mark.parametrize("rates, rf", [([1, 2, 5], 17), ([2, 2, 2], 13), ([2, 4, 8], 29)])

@@ -11,7 +11,7 @@ import yaml
 
 from detector.evaluation import evaluate
 from detector.study import load_study, write_report
-from detector.study.report import collect
+from detector.study.collect import collect
 
 SIDES = [6, 10, 14, 20, 28, 40, 60, 90, 120]  # px: every COCO bin gets objects
 
@@ -202,3 +202,25 @@ def test_bootstrap_ci(study):
     assert set(entry["ci"]) >= {"AP_small", "AP50_medium", "AR_large@100"}
     md = (Path(study.output) / "report.md").read_text()
     assert "[+" in md
+
+
+def test_train_facts_read_the_trainers_train_rows_only(tmp_path):
+    """``img_per_s``/``memory_mb`` of the ``train`` rows, as the trainer writes them; the first
+    window (warm-up) is left out, ``eval``/``final`` rows, untyped rows and the strings that
+    metrics.jsonl writes for non-finite values are ignored."""
+    from detector.study.collect import train_facts
+
+    rows = [
+        {"type": "train", "iteration": 20, "img_per_s": 1.0, "memory_mb": 100.0},
+        {"type": "train", "iteration": 40, "img_per_s": 10.0, "memory_mb": 300.0},
+        {"type": "train", "iteration": 60, "img_per_s": 30.0, "memory_mb": "nan"},
+        {"type": "train", "iteration": 80, "img_per_s": 20.0, "memory_mb": 200.0},
+        {"type": "eval", "iteration": 80, "img_per_s": 999.0, "memory_mb": 9999.0},
+        {"iteration": 80, "img_per_s": 999.0, "memory_mb": 9999.0},
+        {"type": "final", "iteration": 80, "AP": 0.5},
+    ]
+    (tmp_path / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows) + '{"type": "train", "img_'  # cut by a crash
+    )
+    assert train_facts(tmp_path) == {"img_per_s": 20.0, "memory_mb": 300.0}
+    assert train_facts(tmp_path / "nowhere") == {"img_per_s": None, "memory_mb": None}

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from detector.study import StudyRunner, load_study, run_state, write_report
@@ -276,3 +277,38 @@ def test_model_facts_size_is_a_real_image_size():
     assert input_size(cfg, gt) == (587, 2000)
     cfg.data.transforms.max_size = 3000
     assert input_size(cfg, gt) == (754, 2568)
+
+
+@pytest.mark.filterwarnings("ignore:HDC check failed")  # the dc5 default rates
+def test_worker_eval_refuses_a_model_of_another_variant_in_one_line(tmp_path, monkeypatch, capsys):
+    """The eval phase loads through load_trained_model: a c5 model_final.pth under a dc5 run
+    fails with the checkpoint's one-line message (in study.log), not a traceback."""
+    import types
+
+    from detector.config import load_config
+    from detector.engine.checkpoint import atomic_save, config_fingerprint, model_signature
+    from detector.models import build_detector
+    from detector.study import worker
+
+    c5 = load_config(None, ["model.variant=c5"])
+    model = build_detector(c5, num_classes=2)
+    run_dir = tmp_path / "run"
+    atomic_save(
+        {
+            "format": "smalldet-checkpoint",
+            "model": model.state_dict(),
+            "fingerprint": config_fingerprint(c5, 2),
+            "signature": {**model_signature(c5), "num_classes": 2},
+        },
+        run_dir / "model_final.pth",
+    )
+    (tmp_path / "dc5.yaml").write_text("model:\n  variant: dc5\n")
+    fake_val = types.SimpleNamespace(num_classes=2, ann_file=str(tmp_path / "val.json"))
+    monkeypatch.setattr("detector.data.build_dataset", lambda cfg, split: fake_val)
+    rc = worker.main(
+        ["eval", "--config", str(tmp_path / "dc5.yaml"), "--output", str(run_dir), "device=cpu"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert "different model config" in err and "variant: 'c5' vs 'dc5'" in err
+    assert not (run_dir / "study_eval.json").exists()

@@ -1,15 +1,13 @@
 #!/usr/bin/env python
-"""Compare runs per size bin with paired image-level bootstrap 95% CIs.
+"""``smalldet compare`` as a script, for scripts and docs that call tools/compare.py.
 
-tools/compare.py --gt GT.json A.json B.json [...] [--bins aitod] [--n 1000] [--json OUT]
+Same flags, output and exit codes (see detector/cli/compare.py). Needs the package installed
+(``pip install -e .``), as the console command does.
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from detector.evaluation.cli import compare_main  # noqa: E402
+from detector.cli.compare import main
 
 if __name__ == "__main__":
-    sys.exit(compare_main())
+    sys.exit(main())

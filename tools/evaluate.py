@@ -1,17 +1,13 @@
 #!/usr/bin/env python
-"""Size-stratified COCO evaluation.
+"""``smalldet evaluate`` as a script, for scripts and docs that call tools/evaluate.py.
 
-tools/evaluate.py --gt GT.json --results DT.json [--bins PRESET|EDGES] [--max-dets LIST]
-                  [--json OUT] [--plots DIR] [--backend fast|pycocotools] [--tensorboard DIR]
-tools/evaluate.py --config CFG --checkpoint CKPT [--data IMAGES --ann ANN] [--json OUT]
+Same flags, output and exit codes (see detector/cli/evaluate.py). Needs the package installed
+(``pip install -e .``), as the console command does.
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from detector.evaluation.cli import evaluate_main  # noqa: E402
+from detector.cli.evaluate import main
 
 if __name__ == "__main__":
-    sys.exit(evaluate_main())
+    sys.exit(main())

@@ -1,7 +1,9 @@
-"""The config schema: every valid key, its default and (through the default) its type.
+"""The config schema: every valid key, its default, its type and the values it accepts.
 
 A YAML config may only set keys that exist here; anything else is a typo and is refused with
-the closest valid key. Keep the comments: they are the reference for what each key means.
+the closest valid key. The type comes from the default; the allowed values (``CHOICES``,
+``RANGES``, ``ITEMS`` ...) are declared below ``DEFAULTS``, so the whole contract of a key is
+read in this one file. Keep the comments: they are the reference for what each key means.
 """
 
 from __future__ import annotations
@@ -48,6 +50,20 @@ DEFAULTS: dict = {
             "batch_size_per_image": 256,
             "positive_fraction": 0.5,
             "score_thresh": 0.0,
+            # how anchors become positives: iou (torchvision's IoU matcher, fg/bg_iou_thresh) |
+            # nwd (normalized Gaussian Wasserstein distance, Wang et al. 2021) | rfla
+            # (receptive-field distance, Xu et al. 2022; the prior comes from the model's RF)
+            "matcher": "iou",
+            "nwd": {
+                "constant": 12.8,  # C in exp(-W2 / C), px (AI-TOD's value)
+                "fg_thresh": 0.7,
+                "bg_thresh": 0.3,
+            },
+            "rfla": {
+                "topk": [3, 1],  # positives per box: first pass, hierarchical second pass
+                "ratio": 0.9,  # second pass: receptive fields shrunk by this factor
+                "erf_fraction": 0.5,  # effective RF radius as a fraction of the theoretical RF
+            },
         },
         "roi": {
             "output_size": 7,
@@ -60,6 +76,8 @@ DEFAULTS: dict = {
             "score_thresh": 0.05,
             "nms_thresh": 0.5,
             "detections_per_img": 100,
+            "matcher": "iou",  # iou | nwd: how proposals become foreground
+            "nwd": {"constant": 12.8, "fg_thresh": 0.5, "bg_thresh": 0.5},
         },
         "transform": {
             # GeneralizedRCNNTransform sizes. 0 = keep each image at the size the data
@@ -147,3 +165,130 @@ FREE_FORM = {"model.backbone.dilations"}
 
 # Keys whose default is None but which take a value of these types.
 NULLABLE = {"model.backbone.weights": (str,)}
+
+# ------------------------------------------------------------------------------ allowed values
+# What each key accepts beyond its type. The loader checks all of it when the config is loaded,
+# so a typo or an impossible number fails in seconds, naming the key and the file, instead of
+# after the dataset is built or, worse, being trained on. Other layers may still re-check.
+
+# Enumerated keys: the values each one accepts. "cuda:N" stands for any GPU index (cuda:1).
+CHOICES: dict[str, tuple] = {
+    "device": ("auto", "cpu", "cuda", "cuda:N"),
+    "model.variant": ("c5", "dc5", "dc4", "fpn"),
+    "model.backbone.depth": (18, 34, 50, 101),
+    "model.backbone.hdc_check": ("error", "warn", "off"),
+    "model.backbone.norm": ("frozen_bn", "bn", "gn", "syncbn"),
+    "model.rpn.matcher": ("iou", "nwd", "rfla"),
+    "model.roi.matcher": ("iou", "nwd"),
+    "data.source": ("builtin", "coco"),
+    "data.bad_area": ("warn", "recompute", "error"),
+    "solver.optimizer": ("sgd", "adamw"),
+    "solver.schedule": ("multistep", "cosine"),
+    "solver.amp": ("none", "fp16", "bf16"),
+    "eval.backend": ("fast", "pycocotools"),
+}
+# eval.bins (a preset of detector.utils.bins.PRESETS or comma-separated edges) is checked by
+# resolving it with get_bins, so the presets are defined in one place only.
+
+# Numeric bounds, written as the error message shows them: "> 0", ">= 1", "[0, 1]", "(0, 1]".
+# A list key's bound holds for each of its items. solver.max_iter and solver.steps depend on
+# other keys and are checked in the loader.
+RANGES: dict[str, str] = {
+    "model.num_classes": ">= 0",
+    "model.backbone.gn_groups": ">= 1",
+    "model.backbone.trainable_layers": "[0, 5]",
+    "model.backbone.reduce_channels": ">= 0",
+    "model.backbone.fpn_channels": ">= 1",
+    "model.anchors.sizes": "> 0",
+    "model.anchors.aspect_ratios": "> 0",
+    "model.rpn.pre_nms_top_n_train": ">= 1",
+    "model.rpn.pre_nms_top_n_test": ">= 1",
+    "model.rpn.post_nms_top_n_train": ">= 1",
+    "model.rpn.post_nms_top_n_test": ">= 1",
+    "model.rpn.nms_thresh": "[0, 1]",
+    "model.rpn.fg_iou_thresh": "[0, 1]",
+    "model.rpn.bg_iou_thresh": "[0, 1]",
+    "model.rpn.batch_size_per_image": ">= 1",
+    "model.rpn.positive_fraction": "[0, 1]",
+    "model.rpn.score_thresh": "[0, 1]",
+    "model.rpn.nwd.constant": "> 0",
+    "model.rpn.nwd.fg_thresh": "[0, 1]",
+    "model.rpn.nwd.bg_thresh": "[0, 1]",
+    "model.rpn.rfla.topk": ">= 1",
+    "model.rpn.rfla.ratio": "(0, 1]",
+    "model.rpn.rfla.erf_fraction": "(0, 1]",
+    "model.roi.output_size": ">= 1",
+    "model.roi.sampling_ratio": ">= 0",  # 0 = adaptive (torchvision's RoIAlign)
+    "model.roi.representation_size": ">= 1",
+    "model.roi.batch_size_per_image": ">= 1",
+    "model.roi.positive_fraction": "[0, 1]",
+    "model.roi.fg_iou_thresh": "[0, 1]",
+    "model.roi.bg_iou_thresh": "[0, 1]",
+    "model.roi.score_thresh": "[0, 1]",
+    "model.roi.nms_thresh": "[0, 1]",
+    "model.roi.detections_per_img": ">= 1",
+    "model.roi.nwd.constant": "> 0",
+    "model.roi.nwd.fg_thresh": "[0, 1]",
+    "model.roi.nwd.bg_thresh": "[0, 1]",
+    "model.transform.min_size": ">= 0",
+    "model.transform.max_size": ">= 0",
+    "model.transform.image_std": "> 0",
+    "data.builtin.num_train": ">= 1",
+    "data.builtin.num_val": ">= 0",
+    "data.builtin.image_size": ">= 1",
+    "data.num_workers": ">= 0",
+    "data.transforms.hflip": "[0, 1]",
+    "data.transforms.crop_size": ">= 0",
+    "data.transforms.min_box_visibility": "[0, 1]",
+    "data.transforms.train_scales": ">= 1",
+    "data.transforms.scale_jitter": "> 0",
+    "data.transforms.test_scale": ">= 0",
+    "data.transforms.max_size": ">= 0",
+    "solver.lr": "> 0",
+    "solver.momentum": "[0, 1]",
+    "solver.betas": "[0, 1)",
+    "solver.weight_decay": ">= 0",
+    "solver.max_epochs": ">= 0",
+    "solver.ims_per_batch": ">= 1",
+    "solver.accumulate": ">= 1",
+    "solver.warmup_iters": ">= 0",
+    "solver.warmup_factor": "(0, 1]",
+    "solver.gamma": "> 0",
+    "solver.min_lr_factor": "[0, 1]",
+    "solver.clip_grad_norm": ">= 0",
+    "checkpoint.period": ">= 0",
+    "checkpoint.keep_last": ">= 0",
+    "eval.period": ">= 0",
+    "eval.max_dets": ">= 1",
+    "eval.vis_images": ">= 0",
+    "log.period": ">= 1",
+}
+
+# List keys: the type of their items (int: integers only; float: any number) and how many
+# items they take, as a bound on the length.
+ITEMS: dict[str, tuple[type, str]] = {
+    "model.anchors.sizes": (float, ">= 1"),
+    "model.anchors.aspect_ratios": (float, ">= 1"),
+    "model.rpn.rfla.topk": (int, ">= 1"),
+    "model.transform.image_mean": (float, "== 3"),  # one per RGB channel
+    "model.transform.image_std": (float, "== 3"),
+    "data.transforms.train_scales": (int, ">= 0"),
+    "data.transforms.scale_jitter": (float, "== 2"),  # [low, high]
+    "solver.betas": (float, "== 2"),
+    "solver.steps": (float, ">= 0"),
+    "eval.max_dets": (int, ">= 1"),
+}
+
+# List keys whose items must not decrease.
+NON_DECREASING = {"data.transforms.scale_jitter"}
+
+# key -> the key it may not exceed: a box cannot be background above the foreground threshold.
+AT_MOST = {
+    "model.rpn.bg_iou_thresh": "model.rpn.fg_iou_thresh",
+    "model.rpn.nwd.bg_thresh": "model.rpn.nwd.fg_thresh",
+    "model.roi.bg_iou_thresh": "model.roi.fg_iou_thresh",
+    "model.roi.nwd.bg_thresh": "model.roi.nwd.fg_thresh",
+}
+
+# The stages model.backbone.dilations may name (its rates: non-empty lists of positive ints).
+DILATION_STAGES = ("layer1", "layer2", "layer3", "layer4")

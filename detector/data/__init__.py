@@ -1,7 +1,13 @@
 """COCO-format datasets, validation, transforms, batching and the built-in synthetic dataset."""
 
 from .coco import CocoDataset, open_image
-from .loader import build_dataset, build_test_loader, build_train_loader, collate
+from .loader import (
+    build_dataset,
+    build_test_loader,
+    build_train_loader,
+    check_same_categories,
+    collate,
+)
 from .sampler import TrainBatchSampler
 from .synthetic import CLASSES, builtin_paths, generate_dataset
 from .transforms import build_transforms
@@ -18,6 +24,7 @@ __all__ = [
     "build_train_loader",
     "build_transforms",
     "builtin_paths",
+    "check_same_categories",
     "collate",
     "generate_dataset",
     "load_coco_json",

@@ -24,12 +24,13 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
+from detector.utils.files import atomic_write_json
+
 from .validation import (
     DatasetError,
     ValidationReport,
     load_coco_json,
     resolve_image_path,
-    write_json_atomic,
 )
 
 logger = logging.getLogger(__name__)
@@ -39,13 +40,21 @@ DEFAULT_CLEANED_DIR = ".cache/smalldet/validated"
 
 
 def open_image(
-    path: Path, image_id: Any, expected_hw: tuple[int, int] | None = None, *, verify: bool = False
+    path: Path,
+    image_id: Any,
+    expected_hw: tuple[int, int] | None = None,
+    *,
+    verify: bool = False,
+    root_key: str = "data.*_images",
 ) -> Image.Image:
-    """Open an image as RGB; any failure becomes a DatasetError naming the image and file."""
+    """Open an image as RGB; any failure becomes a DatasetError naming the image and file.
+
+    ``root_key`` is the setting the image root came from, named in the fix.
+    """
     where = f"image {image_id} (file '{path}')"
     if not path.is_file():
         raise DatasetError(
-            f"{where}: file not found. Fix: check the image root (data.*_images) and the 'file_name' field."
+            f"{where}: file not found. Fix: check the image root ({root_key}) and the 'file_name' field."
         )
     try:
         if verify:
@@ -83,6 +92,10 @@ class CocoDataset(torch.utils.data.Dataset):
 
     ``__getitem__`` accepts an index or ``(index, sample_seed)``; with a seed the random
     transforms run under a forked, seeded torch RNG, so a sample depends only on (index, seed).
+
+    Everything that can be known from the JSON (and, with ``check_images``, from opening every
+    image) is checked here, so a bad input fails at start-up rather than mid-run.
+    ``images_key``/``ann_key`` name the settings the paths came from, for the fixes.
     """
 
     def __init__(
@@ -97,31 +110,26 @@ class CocoDataset(torch.utils.data.Dataset):
         bad_area: str = "warn",
         check_images: bool = False,
         cleaned_dir: str | Path | None = None,
+        images_key: str = "data.*_images",
+        ann_key: str = "data.*_ann",
     ):
         self.image_root = Path(image_root)
         self.source_ann_file = Path(ann_file)
+        self.images_key, self.ann_key = images_key, ann_key
         if not self.image_root.is_dir():
             raise DatasetError(
-                f"{self.source_ann_file}: image root {self.image_root} is not a directory. Fix: check data.*_images in the config."
+                f"{self.source_ann_file}: image root {self.image_root} is not a directory. "
+                f"Fix: check {images_key}."
             )
         data, report = load_coco_json(
-            ann_file, image_root=self.image_root, strict=strict, bad_area=bad_area
+            ann_file, image_root=self.image_root, strict=strict, bad_area=bad_area, ann_key=ann_key
         )
         self.report: ValidationReport = report
         self.train = train
         self.transforms = transforms
         keep_empty = (not train) if keep_empty is None else keep_empty
-
+        self._check_usable(data)
         self.ann_file = self.source_ann_file
-        if report.modified:
-            # evaluation must use the same GT as training: write the cleaned file and point to it
-            raw = self.source_ann_file.read_bytes()
-            key = hashlib.sha1(raw + json.dumps([strict, bad_area]).encode()).hexdigest()[:16]
-            out_dir = Path(cleaned_dir) if cleaned_dir else Path(DEFAULT_CLEANED_DIR)
-            target = out_dir / f"{self.source_ann_file.stem}.validated-{key}.json"
-            if not target.is_file():
-                write_json_atomic(data, target)
-            self.ann_file = target
         self.coco = _make_coco(data)
 
         self.cat_ids = sorted(c["id"] for c in data["categories"])
@@ -151,10 +159,49 @@ class CocoDataset(torch.utils.data.Dataset):
         self.image_ids: list[int] = ids
         if not ids:
             raise DatasetError(
-                f"{self.source_ann_file}: no images left to use (empty images dropped: {report.empty_images}). Fix: set data.keep_empty_train=true or check the file."
+                f"{self.source_ann_file}: none of the {len(self._images)} images has an "
+                "annotation, and images without one are left out (keep_empty=False). "
+                "Fix: keep empty images, or use a file with annotations."
             )
         if check_images:
             self.check_images()
+        if report.modified:
+            # evaluation must use the same GT as training: write the cleaned file and point to
+            # it (only once every check passed, so a failed start leaves nothing behind)
+            raw = self.source_ann_file.read_bytes()
+            key = hashlib.sha1(raw + json.dumps([strict, bad_area]).encode()).hexdigest()[:16]
+            out_dir = Path(cleaned_dir) if cleaned_dir else Path(DEFAULT_CLEANED_DIR)
+            target = out_dir / f"{self.source_ann_file.stem}.validated-{key}.json"
+            if not target.is_file():
+                atomic_write_json(data, target, indent=None, sort_keys=True)
+            self.ann_file = target
+
+    def _check_usable(self, data: dict) -> None:
+        """A valid file can still hold nothing to train on or evaluate: say so now, not as a
+        ZeroDivisionError in the sampler or an all -1 evaluation after training."""
+        ann, rep = self.source_ann_file, self.report
+        if not data["images"]:
+            purpose = "train on" if self.train else "evaluate"
+            raise DatasetError(
+                f"{ann}: section 'images' is empty, so there is nothing to {purpose}. Fix: point "
+                f"{self.ann_key} at a COCO file that lists its images under 'images'."
+            )
+        objects = sum(1 for a in data["annotations"] if not a.get("iscrowd", 0))
+        if self.train and not objects:
+            dropped = rep.dropped_nan + rep.dropped_degenerate
+            crowd = len(data["annotations"]) - objects
+            raise DatasetError(
+                f"{ann}: no annotation to train on ({len(data['images'])} images; "
+                f"{rep.annotations + dropped} annotations in the file: {crowd} crowd, {dropped} "
+                "dropped as NaN, degenerate or outside their image). Fix: point "
+                f"{self.ann_key} at the training set with its annotations (bbox is COCO "
+                "[x, y, width, height] in pixels)."
+            )
+        if not self.train and not data["annotations"]:
+            rep.warn(
+                f"{ann}: section 'annotations' is empty: evaluation has no ground truth and "
+                f"every AP will be -1. Fix: point {self.ann_key} at a file with annotations."
+            )
 
     # ------------------------------------------------------------------ helpers
     def image_path(self, image_id: int) -> Path:
@@ -165,26 +212,31 @@ class CocoDataset(torch.utils.data.Dataset):
             image_id=image_id,
         )
 
-    def image_info(self, index: int) -> dict:
-        return self._images[self.image_ids[index]]
-
     def check_images(self) -> None:
-        """Open (verify and decode) every image; raise one error listing all the bad ones."""
+        """Open (verify and decode) every image; raise one error naming the bad ones (all of
+        them are logged), so a broken file fails at start-up, not hours into training."""
         bad = []
         for iid in self.image_ids:
             im = self._images[iid]
             try:
                 open_image(
-                    self.image_path(iid), iid, (int(im["height"]), int(im["width"])), verify=True
+                    self.image_path(iid),
+                    iid,
+                    (int(im["height"]), int(im["width"])),
+                    verify=True,
+                    root_key=self.images_key,
                 )
             except DatasetError as err:
                 bad.append(str(err))
         if bad:
-            lines = "\n  ".join(bad[:20]) + (
-                f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-            )
+            shown = 3
+            if len(bad) > shown:
+                for msg in bad:
+                    logger.error("%s", msg)
+            more = f"; ... and {len(bad) - shown} more (all in the log)" if len(bad) > shown else ""
             raise DatasetError(
-                f"{self.source_ann_file}: {len(bad)} of {len(self.image_ids)} images cannot be used:\n  {lines}"
+                f"{self.source_ann_file}: {len(bad)} of {len(self.image_ids)} images cannot be "
+                f"used (data.check_images opened them all): {'; '.join(bad[:shown])}{more}"
             )
 
     def aspect_ratios(self) -> list[float]:
@@ -225,7 +277,12 @@ class CocoDataset(torch.utils.data.Dataset):
             index, seed = int(item), None
         iid = self.image_ids[index]
         info = self._images[iid]
-        pil = open_image(self.image_path(iid), iid, (int(info["height"]), int(info["width"])))
+        pil = open_image(
+            self.image_path(iid),
+            iid,
+            (int(info["height"]), int(info["width"])),
+            root_key=self.images_key,
+        )
         # transforms run on uint8 (cheaper to resize); converted to float in [0, 1] at the end
         image = tv_tensors.Image(F.pil_to_tensor(pil))
         target = self.raw_target(index)

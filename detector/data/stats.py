@@ -1,6 +1,6 @@
 """Dataset statistics: objects per size bin and per class, objects per image, a size histogram.
 
-Size bins come from :mod:`detector.evaluation.bins` (one definition for evaluation and stats)
+Size bins come from :mod:`detector.utils.bins` (one definition for evaluation and stats)
 and objects are binned by their ``area`` field, exactly as the evaluation does; an ``area`` that
 disagrees with the box is reported by validation (and can be recomputed with
 ``bad_area="recompute"``).
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.evaluation.bins import assign_bin, get_bins
+from detector.utils.bins import assign_bin, get_bins
 
 from .validation import ValidationReport, load_coco_json, resolve_image_path
 

@@ -13,6 +13,8 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
+from detector.config.loader import ConfigError
+
 PER_BOX_KEYS = ("labels", "area", "iscrowd")
 
 
@@ -76,7 +78,7 @@ class ResizeShortSide:
         self.jitter = (float(jitter[0]), float(jitter[1]))
         self.max_size = int(max_size)
         if self.jitter[0] <= 0 or self.jitter[1] < self.jitter[0]:
-            raise ValueError(
+            raise ConfigError(
                 f"data.transforms.scale_jitter={list(jitter)}: need 0 < low <= high, e.g. [0.8, 1.25]"
             )
 
@@ -170,7 +172,7 @@ def build_transforms(cfg, train: bool) -> Compose:
     if train:
         jitter = tuple(t.scale_jitter) if t.scale_jitter else (1.0, 1.0)
         if len(jitter) != 2:
-            raise ValueError(
+            raise ConfigError(
                 f"data.transforms.scale_jitter={list(t.scale_jitter)}: give [low, high]"
             )
         if t.train_scales or jitter != (1.0, 1.0):

@@ -16,13 +16,15 @@ Conventions of the cleaned output:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from detector.utils.errors import SmalldetError
+from detector.utils.files import read_json as _read_json
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ AREA_FRACTION = 0.05
 BAD_AREA_MODES = ("warn", "recompute", "error")
 
 
-class DatasetError(ValueError):
+class DatasetError(SmalldetError, ValueError):
     """A dataset that cannot be used as written; the message says where and how to fix it."""
 
 
@@ -69,39 +71,31 @@ class ValidationReport:
             or self.iscrowd_missing
         )
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
     def warn(self, msg: str) -> None:
         self.messages.append(msg)
         logger.warning(msg)
 
 
-def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; a missing file or a syntax error becomes a DatasetError."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(
-            f"{path}: annotation file not found. Fix: check data.*_ann in the config "
-            "(paths are relative to the working directory)."
-        )
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as err:
-        raise DatasetError(
-            f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}. "
-            "Fix: repair the file (e.g. `python -m json.tool FILE` shows the same position); "
-            "a truncated download or a trailing comma are the usual causes."
-        ) from None
-    except UnicodeDecodeError as err:
-        raise DatasetError(
-            f"{path}: not UTF-8 text ({err}). Fix: re-export it as UTF-8 JSON."
-        ) from None
+def read_json(path: str | Path, key: str = "data.*_ann") -> Any:
+    """Parse an annotation file; a missing file or a syntax error becomes a DatasetError.
+
+    ``key`` is the setting the path came from, named in the fix.
+    """
+    return _read_json(
+        path,
+        what="annotation file",
+        error=DatasetError,
+        fix=f"check {key} (paths are relative to the working directory)",
+    )
 
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    """A JSON integer (not a bool, not ``1.0``): ids are dict keys, and ``1.0 == 1`` hides typos."""
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _polygon_area(seg: Any) -> float | None:
@@ -124,14 +118,27 @@ def _polygon_area(seg: Any) -> float | None:
 def resolve_image_path(
     root: str | Path, file_name: str, *, ann_file: str | Path = "", image_id: Any = None
 ) -> Path:
-    """``root / file_name``, refused if it resolves outside ``root`` (path traversal)."""
+    """``root / file_name``, refused if it lies outside ``root`` (path traversal).
+
+    The check is on the normalised name, not on symlink targets: a dataset whose image files
+    are symlinks into a shared store is fine, a ``file_name`` with ``..`` or ``/`` is not.
+    """
     root_r = Path(root).resolve()
-    path = (root_r / file_name).resolve()
-    if path != root_r and root_r not in path.parents:
+    fix = (
+        "Fix: file_name must be a path relative to the image root (no '..' and no absolute "
+        "paths), naming a file inside it."
+    )
+    try:
+        path = Path(os.path.normpath(root_r / file_name))
+    except (TypeError, ValueError) as err:  # e.g. an embedded NUL byte
+        raise DatasetError(
+            f"{ann_file}: image {image_id}: field 'file_name' = {file_name!r} is not a valid "
+            f"path ({err}). {fix}"
+        ) from None
+    if root_r not in path.parents:
         raise DatasetError(
             f"{ann_file}: image {image_id}: field 'file_name' = {file_name!r} resolves to {path}, "
-            f"outside the image root {root_r}; refused. Fix: file_name must be a path relative "
-            "to the image root (no '..' and no absolute paths)."
+            f"outside the image root {root_r}; refused. {fix}"
         )
     return path
 
@@ -209,13 +216,16 @@ def validate_coco(
         cat_ids.add(c["id"])
         cats.append({**c, "name": str(c.get("name", c["id"]))})
     if not cats:
+        # no class: nothing to train, and no category to write a detection back as
         raise DatasetError(
-            f'{path}: \'categories\' is empty. Fix: list every class as {{"id": 1, "name": "..."}}.'
+            f"{path}: section 'categories' is empty. Fix: list every class as "
+            '{"id": 1, "name": "..."} (the same list in the train and val files).'
         )
 
     # images
     images: list[dict] = []
     img_by_id: dict = {}
+    id_by_file: dict[str, int] = {}
     for i, im in enumerate(images_in):
         _require(im, ("id", "file_name", "width", "height"), "image", i, path)
         iid = im["id"]
@@ -231,17 +241,28 @@ def validate_coco(
             )
         for k in ("width", "height"):
             v = im[k]
-            if not _is_number(v) or not math.isfinite(v) or v <= 0:
+            if not _is_number(v) or not math.isfinite(v) or v <= 0 or v != int(v):
                 raise DatasetError(
                     f"{path}: image {iid} ({im['file_name']!r}): field '{k}' = {v!r} must be a "
-                    "positive number. Fix: write the real pixel size of the image."
+                    "positive whole number of pixels. Fix: write the real pixel size of the image."
                 )
-        if not isinstance(im["file_name"], str) or not im["file_name"]:
+        name = im["file_name"]
+        if not isinstance(name, str) or not name or "\0" in name:
             raise DatasetError(
-                f"{path}: image {iid}: field 'file_name' = {im['file_name']!r} must be a non-empty string."
+                f"{path}: image {iid}: field 'file_name' = {name!r} must be a non-empty path "
+                "string. Fix: write the image's path relative to the image root."
             )
         if image_root is not None:
-            resolve_image_path(image_root, im["file_name"], ann_file=path, image_id=iid)
+            resolve_image_path(image_root, name, ann_file=path, image_id=iid)
+        norm = os.path.normpath(name)
+        if norm in id_by_file:
+            # two records, one picture: it would be trained on and evaluated twice
+            raise DatasetError(
+                f"{path}: images {id_by_file[norm]} and {iid} have the same 'file_name' "
+                f"{name!r}. Fix: list each image once and point all its annotations' 'image_id' "
+                "at that one record."
+            )
+        id_by_file[norm] = iid
         img_by_id[iid] = im
         images.append(dict(im))
 
@@ -253,6 +274,18 @@ def validate_coco(
     for i, a in enumerate(anns_in):
         _require(a, ("id", "image_id", "category_id", "bbox"), "annotation", i, path)
         aid = a["id"]
+        if not _is_int(aid):
+            raise DatasetError(
+                f"{path}: annotation #{i}: field 'id' = {aid!r} must be an integer. "
+                "Fix: give every annotation a unique integer 'id'."
+            )
+        for k, what in (("image_id", "image"), ("category_id", "category")):
+            if not _is_int(a[k]):
+                raise DatasetError(
+                    f"{path}: annotation {aid}: field '{k}' = {a[k]!r} must be an integer, the "
+                    f"'id' of a{'n' if what == 'image' else ''} {what}. Fix: write the id as a "
+                    "JSON integer (no quotes, no decimal point)."
+                )
         if aid in ann_ids:
             raise DatasetError(
                 f"{path}: annotation id {aid} appears twice. Fix: annotation ids must be unique (pycocotools would silently keep only one)."
@@ -326,6 +359,12 @@ def validate_coco(
         if "iscrowd" not in a:
             report.iscrowd_missing += 1
             out["iscrowd"] = 0
+        elif not isinstance(a["iscrowd"], int) or a["iscrowd"] not in (0, 1):
+            # a string or null here would pass validation and fail in the middle of training
+            raise DatasetError(
+                f"{where}: field 'iscrowd' = {a['iscrowd']!r} must be 0 or 1. Fix: write 0 for "
+                "an object, 1 for a crowd region (or leave the field out for 0)."
+            )
         per_image[a["image_id"]] += 1
         anns.append(out)
 
@@ -392,19 +431,14 @@ def load_coco_json(
     image_root: str | Path | None = None,
     strict: bool = False,
     bad_area: str = "warn",
+    ann_key: str = "data.*_ann",
 ) -> tuple[dict, ValidationReport]:
-    """Read and validate a COCO annotation file (see :func:`validate_coco`)."""
+    """Read and validate a COCO annotation file (see :func:`validate_coco`); ``ann_key`` is
+    the setting the path came from, named when the file is missing."""
     return validate_coco(
-        read_json(ann_file), ann_file, image_root=image_root, strict=strict, bad_area=bad_area
+        read_json(ann_file, ann_key),
+        ann_file,
+        image_root=image_root,
+        strict=strict,
+        bad_area=bad_area,
     )
-
-
-def write_json_atomic(obj: Any, path: str | Path) -> Path:
-    """Write JSON to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, separators=(",", ":"), sort_keys=True)
-    os.replace(tmp, path)
-    return path

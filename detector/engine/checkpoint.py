@@ -4,45 +4,97 @@ A training checkpoint is a dict of ``weights_only``-safe values::
 
     {"format": "smalldet-checkpoint", "version": 1, "iteration": int, "model": state_dict,
      "optimizer": ..., "scheduler": ..., "scaler": ..., "rng": [per-rank states],
-     "data": {"start_batch": int}, "best": {...}, "config": dict, "fingerprint": str}
+     "data": {"start_batch": int}, "best": {...}, "config": dict, "fingerprint": str,
+     "signature": dict}
 
-``model_final.pth`` and ``model_best.pth`` hold the model's state dict alone (plus nothing
-else), so they load anywhere with ``torch.load(..., weights_only=True)``;
-:func:`load_model_weights` accepts either form.
+``model_final.pth`` and ``model_best.pth`` are model files (:func:`model_file`)::
+
+    {"format": "smalldet-model", "version": 1, "model": state_dict, "fingerprint": str,
+     "signature": dict, "config": dict, "iteration": int}
+
+so that evaluating them under a config with another architecture is refused with the diff,
+exactly like a training checkpoint. Both load with ``torch.load(..., weights_only=True)``;
+:func:`load_model_weights` and :func:`extract_state_dict` also accept a bare state dict (older
+runs, torchvision-style files), which carries no fingerprint and is only checked by shape.
 
 Every file is written to a temporary file in the same directory, flushed, fsynced and renamed
 over the target, and then the directory is fsynced: a crash leaves either the old file or the
-new one, never half of one.
+new one, never half of one. A write that fails (a full disk) leaves the previous checkpoint
+intact and says so.
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from detector.utils.errors import SmalldetError
+from detector.utils.files import atomic_file, atomic_write_bytes
+
 FORMAT = "smalldet-checkpoint"
+MODEL_FORMAT = "smalldet-model"
 LAST_POINTER = "last_checkpoint"
 CKPT_RE = re.compile(r"^model_(\d{7})\.pth$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SmalldetError, RuntimeError):
     """A checkpoint that cannot be used: missing, truncated, corrupt or from another config."""
 
 
 # ------------------------------------------------------------------------------ fingerprint
 
 
+# blocks per stage and 3x3 convs per block of the torchvision ResNets (as built by
+# detector.models.backbone; tests/test_engine_checkpoint.py checks the two agree)
+_RESNET_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+
+def resolved_dilations(cfg) -> dict:
+    """The per-3x3-conv dilation rates of every dilated stage, as the backbone builds them.
+
+    ``{}`` for a plain ResNet; a c5 and a dc5 checkpoint have the same shapes, so only the
+    rates tell them apart. Rates the backbone would refuse are returned as configured.
+    """
+    from detector.models.backbone import STAGES, VARIANTS
+
+    m = cfg["model"]
+    b = m["backbone"]
+    given = dict(b.get("dilations") or {})
+    blocks = _RESNET_BLOCKS.get(b["depth"])
+    traded = VARIANTS.get(m["variant"])
+    if blocks is None or traded is None:
+        return {k: list(v) for k, v in sorted(given.items())}
+    per_block = 2 if b["depth"] < 50 else 1
+    out, factor = {}, 1
+    for name, n in zip(STAGES, blocks):
+        if name in traded:
+            factor *= 2
+        rates = given.get(name)
+        if rates is None:
+            per_conv = [factor] * (n * per_block)
+        elif isinstance(rates, list | tuple) and len(rates) == n:
+            per_conv = [r for r in rates for _ in range(per_block)]
+        else:
+            per_conv = list(rates) if isinstance(rates, list | tuple) else rates
+        if not isinstance(per_conv, list) or any(r != 1 for r in per_conv):
+            out[name] = per_conv
+    return out
+
+
 def model_signature(cfg) -> dict:
-    """The config keys that decide the shapes of the model's weights."""
+    """The config keys that decide the shapes of the model's weights, and what they mean.
+
+    Shapes alone are not enough: a dc5 checkpoint evaluated as c5 (other dilations), or with
+    other anchor sizes, loads without an error and is wrong. RPN/ROI sampling, NMS and
+    matcher settings do not change what the weights mean and stay out.
+    """
     m = cfg["model"]
     b = m["backbone"]
     return {
@@ -53,8 +105,9 @@ def model_signature(cfg) -> dict:
         "gn_groups": b["gn_groups"] if b["norm"] == "gn" else None,
         "reduce_channels": b["reduce_channels"],
         "fpn_channels": b["fpn_channels"] if m["variant"] == "fpn" else None,
-        "num_anchor_sizes": len(m["anchors"]["sizes"]),
-        "num_aspect_ratios": len(m["anchors"]["aspect_ratios"]),
+        "dilations": resolved_dilations(cfg),
+        "anchor_sizes": [float(s) for s in m["anchors"]["sizes"]],
+        "aspect_ratios": [float(r) for r in m["anchors"]["aspect_ratios"]],
         "roi_output_size": m["roi"]["output_size"],
         "representation_size": m["roi"]["representation_size"],
     }
@@ -80,51 +133,50 @@ def signature_diff(a: dict, b: dict) -> list[str]:
 # ---------------------------------------------------------------------------------- saving
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _atomic_file(path: str | Path):
-    """A binary file that appears at ``path`` only once fully written and fsynced (a temporary
-    file in the same folder, then ``os.replace``); on any error the old file stays intact."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(data: bytes, path: str | Path) -> None:
-    with _atomic_file(path) as f:
-        f.write(data)
-
-
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` through a temporary file, fsync and rename."""
-    with _atomic_file(path) as f:
+    """``torch.save`` through :func:`detector.utils.files.atomic_file` (temp file, fsync, rename)."""
+    with atomic_file(path, "wb") as f:
         torch.save(obj, f)
 
 
+def model_file(state_dict: dict, cfg, num_classes: int, iteration: int) -> dict:
+    """What ``model_final.pth`` / ``model_best.pth`` hold: the weights and what they are."""
+    cfg_dict = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    return {
+        "format": MODEL_FORMAT,
+        "version": 1,
+        "model": state_dict,
+        "fingerprint": config_fingerprint(cfg, num_classes),
+        "signature": {**model_signature(cfg), "num_classes": int(num_classes)},
+        "config": cfg_dict,
+        "iteration": int(iteration),
+    }
+
+
+def write_error(err: OSError, path: Path, previous: Path | None = None) -> CheckpointError:
+    """A failed checkpoint/model write as one line: the file, the reason, what is intact, the fix."""
+    code = errno.errorcode.get(err.errno or 0, "error")
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = f"free space on the disk of {path.parent}"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = f"make {path.parent} writable"
+    else:
+        fix = f"check {path.parent} and its disk"
+    kept = (
+        f"the previous checkpoint {previous} is intact" if previous else "no older file was touched"
+    )
+    return CheckpointError(
+        f"cannot write {path}: {err.strerror or err} ({code}); {kept} (writes are atomic and the "
+        f"partial file was removed). Fix: {fix}, then continue with --resume"
+    )
+
+
 class CheckpointManager:
-    """Writes ``model_<iter>.pth`` files, keeps the last ``keep_last``, tracks the latest."""
+    """Writes ``model_<iter>.pth`` files, keeps the last ``keep_last``, tracks the latest.
+
+    ``last_checkpoint`` names the newest checkpoint of the run; a pointer to a missing or
+    unreadable file is an error naming both, never a silent fall-back to another file.
+    """
 
     def __init__(self, directory: str | Path, keep_last: int = 3):
         self.dir = Path(directory)
@@ -134,32 +186,84 @@ class CheckpointManager:
         return self.dir / f"model_{iteration:07d}.pth"
 
     def save(self, state: dict, iteration: int) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
         path = self.path_for(iteration)
-        atomic_save(state, path)
-        atomic_write_bytes(path.name.encode() + b"\n", self.dir / LAST_POINTER)
-        self.prune()
+        previous = self.latest_or_none()
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            atomic_save(state, path)
+            atomic_write_bytes(path.name.encode() + b"\n", self.dir / LAST_POINTER)
+        except OSError as err:
+            raise write_error(err, path, previous) from None
+        self.prune(iteration)
         return path
 
     def all_checkpoints(self) -> list[Path]:
         found = [p for p in self.dir.glob("model_*.pth") if CKPT_RE.match(p.name)]
         return sorted(found, key=lambda p: int(CKPT_RE.match(p.name).group(1)))
 
-    def prune(self) -> None:
+    def prune(self, current: int | None = None) -> None:
+        """Keep the ``keep_last`` newest checkpoints up to ``current`` (the one just written).
+
+        Files numbered above ``current`` (a run resumed from an earlier checkpoint) are left
+        alone: they are overwritten when the run gets there, and the one just written is
+        never deleted because another file sorts higher.
+        """
         if self.keep_last <= 0:
             return
-        for old in self.all_checkpoints()[: -self.keep_last]:
+        found = self.all_checkpoints()
+        if current is not None:
+            found = [p for p in found if int(CKPT_RE.match(p.name).group(1)) <= current]
+        for old in found[: -self.keep_last]:
             old.unlink(missing_ok=True)
 
     def latest(self) -> Path | None:
-        """The checkpoint named by ``last_checkpoint``, else the highest-numbered one."""
+        """The checkpoint named by ``last_checkpoint``; without that file, the highest-numbered.
+
+        Raises :class:`CheckpointError` when the pointer is unreadable or names a file that is
+        not there (saying which, and what to do), instead of resuming from another file.
+        """
         pointer = self.dir / LAST_POINTER
-        if pointer.is_file():
-            cand = self.dir / pointer.read_text().strip()
-            if cand.is_file():
-                return cand
+        if not pointer.exists():
+            found = self.all_checkpoints()
+            return found[-1] if found else None
         found = self.all_checkpoints()
-        return found[-1] if found else None
+        newest = found[-1].name if found else None
+        try:
+            name = pointer.read_text(errors="replace").strip()
+        except OSError as err:
+            raise CheckpointError(f"cannot read {pointer}: {err.strerror or err}") from None
+        if not CKPT_RE.match(name):
+            raise CheckpointError(
+                f"{pointer} should name a checkpoint like model_0000500.pth but holds {name[:60]!r}. "
+                f"Fix: write the name of the checkpoint to resume from into it, or delete it to "
+                f"resume from the newest one ({newest or 'there is none'})"
+            )
+        cand = self.dir / name
+        if not cand.is_file():
+            others = [p.name for p in found]
+            fix = (
+                f"restore {name}, or delete {pointer} to resume from the newest remaining "
+                f"checkpoint ({newest})"
+                if others
+                else f"restore {name}; no checkpoint remains, so the run cannot be resumed: "
+                "train into a new --output (or --overwrite)"
+            )
+            raise CheckpointError(
+                f"{pointer} points to {name}, which is missing from {self.dir}. Fix: {fix}"
+            )
+        return cand
+
+    def latest_or_none(self) -> Path | None:
+        """:meth:`latest`, or ``None`` when the pointer is bad (for messages)."""
+        try:
+            return self.latest()
+        except CheckpointError:
+            return None
+
+    def previous(self, path: Path) -> Path | None:
+        """The newest checkpoint older than ``path`` (what to fall back to if it is corrupt)."""
+        older = [p for p in self.all_checkpoints() if p.name < Path(path).name]
+        return older[-1] if older else None
 
 
 # --------------------------------------------------------------------------------- loading
@@ -193,20 +297,20 @@ def is_training_checkpoint(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("format") == FORMAT and "model" in obj
 
 
+def is_model_file(obj: Any) -> bool:
+    """A training checkpoint or a ``smalldet-model`` file (both carry a fingerprint)."""
+    return isinstance(obj, dict) and obj.get("format") in (FORMAT, MODEL_FORMAT) and "model" in obj
+
+
 def extract_state_dict(obj: Any, path: str | Path = "checkpoint") -> dict:
-    """The model state dict from a training checkpoint or a bare state dict."""
-    if (
-        is_training_checkpoint(obj)
-        or isinstance(obj, dict)
-        and "model" in obj
-        and isinstance(obj["model"], dict)
-    ):
+    """The model state dict from a training checkpoint, a model file or a bare state dict."""
+    if is_model_file(obj) or isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         sd = obj["model"]
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         sd = obj
     else:
         raise CheckpointError(
-            f"{path}: neither a smalldet training checkpoint nor a model state dict "
+            f"{path}: neither a smalldet checkpoint/model file nor a model state dict "
             f"(got {type(obj).__name__}"
             + (f" with keys {sorted(obj)[:8]}" if isinstance(obj, dict) else "")
             + ")"
@@ -217,8 +321,12 @@ def extract_state_dict(obj: Any, path: str | Path = "checkpoint") -> dict:
 
 
 def check_fingerprint(obj: Any, cfg, num_classes: int | None, path: str | Path) -> None:
-    """Refuse a training checkpoint whose model-shaping config differs from ``cfg``."""
-    if not is_training_checkpoint(obj) or cfg is None:
+    """Refuse a checkpoint or model file whose model-shaping config differs from ``cfg``.
+
+    Files written before a key joined the signature are compared on the keys they have
+    (a bare state dict has none and is only checked by shape when loaded).
+    """
+    if not is_model_file(obj) or cfg is None:
         return
     want = config_fingerprint(cfg, num_classes)
     have = obj.get("fingerprint")
@@ -228,11 +336,17 @@ def check_fingerprint(obj: Any, cfg, num_classes: int | None, path: str | Path) 
     ours = model_signature(cfg)
     if num_classes is not None:
         ours["num_classes"] = int(num_classes)
-    diff = "; ".join(signature_diff(theirs, ours)) or "fingerprint differs"
+    if theirs:
+        common = {k: theirs[k] for k in theirs if k in ours}
+        diff = signature_diff(common, {k: ours[k] for k in common})
+        if not diff:
+            return  # an older signature: everything it records agrees
+    else:
+        diff = []
     raise CheckpointError(
         f"checkpoint {path} was written by a different model config "
-        f"(checkpoint vs current: {diff}). Use the config the run was trained with "
-        "(its config.yaml in the run directory)."
+        f"(checkpoint vs current: {'; '.join(diff) or 'fingerprint differs'}). Use the config "
+        "the run was trained with (its config.yaml in the run directory)."
     )
 
 

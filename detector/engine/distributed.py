@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from detector.utils.errors import SmalldetError
+
 
 def is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -39,15 +41,49 @@ def barrier() -> None:
         dist.barrier()
 
 
+class DeviceError(SmalldetError, RuntimeError):
+    """The ``device`` setting names a device this machine does not have."""
+
+
+def _cuda_found() -> str:
+    available = torch.cuda.is_available()
+    count = torch.cuda.device_count() if available else 0
+    return (
+        f"torch.cuda.is_available()={available}, {count} CUDA device(s), torch {torch.__version__}"
+    )
+
+
 def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``."""
+    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``.
+
+    Checked here, before any data or model is built, so a wrong ``device`` costs nothing.
+    """
+    fix = "Fix: set device=cpu, or device=auto (CUDA when there is one, else the CPU)"
+    if not isinstance(pref, str) or not pref.strip():
+        raise DeviceError(f"device={pref!r} is not a device name. {fix}, cuda or cuda:N.")
+    pref = asked = pref.strip()
     if pref == "auto":
         pref = "cuda" if torch.cuda.is_available() else "cpu"
     if pref == "cuda":
         pref = f"cuda:{local_rank}"
-    device = torch.device(pref)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {pref!r} requested but CUDA is not available; use device=cpu")
+    try:
+        device = torch.device(pref)
+    except (RuntimeError, ValueError):
+        raise DeviceError(f"device={pref!r} is not a device name. {fix}, cuda or cuda:N.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"device={pref!r} needs CUDA, but this machine has none ({_cuda_found()}). {fix}."
+            )
+        count = torch.cuda.device_count()
+        index = 0 if device.index is None else device.index
+        if index >= count:
+            rank = f" (from device={asked}, LOCAL_RANK={local_rank})" if asked != pref else ""
+            raise DeviceError(
+                f"device={pref!r}{rank} asks for CUDA device {index}, but this machine has "
+                f"{count} ({_cuda_found()}). {fix}, or cuda:N with N < {count}, and start at "
+                f"most {count} processes per node."
+            )
     return device
 
 
@@ -57,7 +93,14 @@ def init_distributed(
     """Start the process group when launched by torchrun; return ``(rank, world, device)``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     device = resolve_device(device_pref, local_rank)
+    if local_world > 1 and device.type == "cuda" and str(device_pref).strip().startswith("cuda:"):
+        # every rank of this node on one GPU: NCCL fails later with a "duplicate GPU" error
+        raise DeviceError(
+            f"device={device_pref!r} with {local_world} processes on this node puts every rank "
+            "on the same GPU. Fix: set device=cuda or device=auto (rank r uses cuda:LOCAL_RANK)."
+        )
     if world > 1 and not is_dist():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .distributed import all_gather_object, get_rank, get_world_size, resolve_device
+from .distributed import all_gather_object, get_rank, get_world_size
 
 
 def _to_original(boxes: torch.Tensor, size, orig_size) -> torch.Tensor:
@@ -96,37 +96,29 @@ def predict_dataset(
     return (all_results, all_ids) if with_ids else all_results
 
 
-def _num_classes_of(state_dict: dict) -> int | None:
-    w = state_dict.get("roi_heads.box_predictor.cls_score.weight")
-    return int(w.shape[0]) - 1 if w is not None else None
+def predict_split(cfg, model, dataset, device=None, progress=True) -> list[dict]:
+    """COCO results of ``model`` on ``dataset`` with the config's test loader (every rank
+    predicts its shard; all ranks get all results)."""
+    from detector.data import build_test_loader
+
+    loader = build_test_loader(cfg, dataset, rank=get_rank(), world_size=get_world_size())
+    return predict_dataset(model, loader, dataset, device, progress=progress)
 
 
 def run_inference(cfg, checkpoint_path, images=None, ann=None):
     """Predict the val set (or ``images``/``ann``) with a checkpoint: ``(results, gt_path)``.
 
-    ``checkpoint_path`` may be a full training checkpoint or a bare model state dict such as
-    ``model_final.pth``. Runs on every rank when launched with torchrun (each image once).
+    ``checkpoint_path`` may be a full training checkpoint or a ``model_final.pth``
+    (:func:`detector.engine.loading.load_trained_model` loads it and refuses a mismatch).
+    Runs on every rank when launched with torchrun (each image once).
     """
-    from detector.data import build_dataset, build_test_loader
-    from detector.models import build_detector
+    from detector.data import build_dataset
 
-    from .checkpoint import check_fingerprint, extract_state_dict, load_checkpoint
+    from .loading import load_trained_model, model_device, require_checkpoint
 
-    device = resolve_device(cfg.device if "device" in cfg else "auto")
+    device = model_device(cfg)  # a wrong device or path costs nothing: checked before the data
+    require_checkpoint(checkpoint_path)
     dataset = build_dataset(cfg, "val", images=images, ann=ann)
-    obj = load_checkpoint(checkpoint_path)
-    sd = extract_state_dict(obj, checkpoint_path)
-    n = _num_classes_of(sd) or (cfg.model.num_classes or dataset.num_classes)
-    if n != dataset.num_classes:
-        raise ValueError(
-            f"checkpoint {checkpoint_path} predicts {n} classes but the dataset "
-            f"{dataset.ann_file} has {dataset.num_classes}: evaluate on data with the same "
-            "categories as training"
-        )
-    check_fingerprint(obj, cfg, n, checkpoint_path)
-    model = build_detector(cfg, num_classes=n)
-    model.load_state_dict(sd, strict=True)
-    model.to(device)
-    loader = build_test_loader(cfg, dataset, rank=get_rank(), world_size=get_world_size())
-    results = predict_dataset(model, loader, dataset, device, progress=True)
+    model, _ = load_trained_model(cfg, checkpoint_path, device, dataset=dataset)
+    results = predict_split(cfg, model, dataset, device)
     return results, str(Path(dataset.ann_file))

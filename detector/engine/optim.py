@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from detector.config.loader import ConfigError
+
 NORM_TYPES = (
     nn.modules.batchnorm._BatchNorm,
     nn.GroupNorm,
@@ -48,7 +50,7 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum)
     if s.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=s.lr, betas=tuple(s.betas))
-    raise ValueError(f"solver.optimizer={s.optimizer!r}: use 'sgd' or 'adamw'")
+    raise ConfigError(f"solver.optimizer={s.optimizer!r}: use 'sgd' or 'adamw'")
 
 
 def milestones(steps: list, max_iter: int) -> list[int]:
@@ -66,7 +68,7 @@ def lr_factor(cfg, max_iter: int):
     """The multiplier of ``solver.lr`` at each iteration, as a function for LambdaLR."""
     s = cfg.solver
     if s.schedule not in ("multistep", "cosine"):
-        raise ValueError(f"solver.schedule={s.schedule!r}: use 'multistep' or 'cosine'")
+        raise ConfigError(f"solver.schedule={s.schedule!r}: use 'multistep' or 'cosine'")
     warmup = max(0, min(int(s.warmup_iters), max_iter))
     marks = milestones(s.steps, max_iter)
 

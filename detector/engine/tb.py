@@ -20,43 +20,8 @@ from typing import Any
 
 import torch
 
-# config keys shown in the HParams tab
-HPARAM_KEYS = [
-    "model.variant",
-    "model.backbone.depth",
-    "model.backbone.norm",
-    "model.backbone.dilations",
-    "model.anchors.sizes",
-    "solver.optimizer",
-    "solver.lr",
-    "solver.ims_per_batch",
-    "solver.max_iter",
-    "solver.schedule",
-    "solver.weight_decay",
-    "data.transforms.crop_size",
-    "eval.bins",
-    "seed",
-]
-
-
-def _get(cfg: dict, dotted: str) -> Any:
-    node: Any = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def hparams_of(cfg: dict) -> dict:
-    out = {}
-    for key in HPARAM_KEYS:
-        v = _get(cfg, key)
-        if isinstance(v, bool | int | float | str):
-            out[key] = v
-        elif v is not None:
-            out[key] = json.dumps(v, sort_keys=True)
-    return out
+from detector.utils.files import atomic_write_bytes
+from detector.utils.hparams import hparam_values
 
 
 def _jsonable(v: Any) -> Any:
@@ -119,8 +84,6 @@ class RunLogger:
                     kept.append(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by the kill
-        from .checkpoint import atomic_write_bytes
-
         atomic_write_bytes(("\n".join(kept) + "\n" if kept else "").encode(), path)
 
     def record(self, kind: str, iteration: int, values: dict) -> None:
@@ -168,7 +131,7 @@ class RunLogger:
         }
         if not metric_dict:
             return
-        exp, ssi, sei = hparams(hparams_of(cfg), metric_dict)
+        exp, ssi, sei = hparams(hparam_values(cfg), metric_dict)
         fw = self.writer._get_file_writer()
         fw.add_summary(exp)
         fw.add_summary(ssi)

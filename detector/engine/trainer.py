@@ -1,4 +1,4 @@
-"""The training loop: ``train(cfg, output_dir, resume=False) -> final metrics``.
+"""The training loop: ``train(cfg, output_dir, resume=False, overwrite=False) -> final metrics``.
 
 Batching. ``solver.ims_per_batch`` is the number of images per iteration (optimizer step)
 across all ranks. Each rank runs ``solver.accumulate`` micro-batches of
@@ -8,19 +8,31 @@ exactly, or the run refuses to start.
 Stopping. ``solver.max_iter`` iterations, or, when ``solver.max_epochs > 0``,
 ``ceil(max_epochs * batches_per_epoch / accumulate)`` iterations.
 
+The run directory (:mod:`detector.engine.rundir`). One run per directory: training into a
+directory holding another run's files is refused unless ``resume`` (continue it) or
+``overwrite`` (its files are moved aside into ``<dir>/.overwritten-<time>/``). Rank 0 holds
+``<dir>/.train.lock`` for the whole run, so a second training there is refused; stale temp
+files of a killed write are removed at the start. An unwritable or full disk is a
+:class:`RunDirError` / :class:`CheckpointError` naming the path and the fix.
+
 Faults.
 
 - Checkpoints (``model_<iter>.pth``) are written atomically by rank 0 every
   ``checkpoint.period`` iterations and at the end; the last ``checkpoint.keep_last`` are kept.
-  ``model_final.pth`` is the model state dict alone; ``model_best.pth`` likewise, chosen by
-  ``checkpoint.best_metric``.
-- ``resume=True`` continues from the newest checkpoint in ``output_dir`` (from scratch if there is
-  none), restoring model, optimizer, scheduler, AMP scaler, iteration, data position and every
-  RNG state. With ``deterministic: true`` on CPU the result is bit-identical to an uninterrupted
-  run.
+  ``model_final.pth`` (written *before* the final evaluation, so a bad val image cannot cost
+  the trained model) and ``model_best.pth`` (chosen by ``checkpoint.best_metric``) are model
+  files carrying the config fingerprint (:func:`detector.engine.checkpoint.model_file`).
+- ``resume=True`` continues from the checkpoint ``last_checkpoint`` names (from scratch if
+  there is none and the run did not finish), restoring model, optimizer, scheduler, AMP
+  scaler, iteration, data position and every RNG state. With ``deterministic: true`` on CPU
+  the result is bit-identical to an uninterrupted run. Changed settings either take effect
+  (lr and schedule are rebuilt from the new values; ``config.yaml`` and a ``resume`` row in
+  ``metrics.jsonl`` record them) or are refused (:func:`detector.engine.rundir.resume_changes`).
 - Every loss component is checked before the backward pass; a non-finite one raises
   :class:`NonFiniteLossError` naming the iteration and the component. Nothing is saved from that
   state: the last good checkpoint stays as it was.
+- A failing evaluation raises :class:`EvaluationFailed` naming the val images of the batch
+  and how to rerun it.
 - SIGINT/SIGTERM finish the current iteration, write a checkpoint and raise
   :class:`TrainingInterrupted` (``tools/train.py`` then exits with 128 + the signal number: 130
   for SIGINT, 143 for SIGTERM). Under torchrun the stop is agreed across ranks.
@@ -45,26 +57,53 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from detector.config.loader import save_config
+from detector.config.loader import ConfigError, save_config
+from detector.utils.errors import SmalldetError
+from detector.utils.lock import release_lock
 
 from . import distributed as du
 from .checkpoint import (
     FORMAT,
+    LAST_POINTER,
     CheckpointError,
     CheckpointManager,
     atomic_save,
     check_fingerprint,
     config_fingerprint,
     load_checkpoint,
+    model_file,
     model_signature,
+    write_error,
 )
 from .inference import predict_dataset
 from .optim import build_optimizer, build_scheduler
+from .rundir import (
+    RunDirError,
+    claim_run_dir,
+    describe_os_error,
+    format_changes,
+    is_disk_error,
+    refuse_resume,
+    resume_changes,
+)
 from .tb import RunLogger
+
+__all__ = [
+    "EvaluationFailed",
+    "NonFiniteLossError",
+    "RunDirError",
+    "Trainer",
+    "TrainingInterrupted",
+    "train",
+]
 
 
 class NonFiniteLossError(RuntimeError):
     """A loss component became NaN or infinite; the run stopped without saving that state."""
+
+
+class EvaluationFailed(SmalldetError, RuntimeError):
+    """An evaluation during or after training failed; the message names the images and the rerun."""
 
 
 class TrainingInterrupted(RuntimeError):
@@ -99,19 +138,12 @@ def unwrap(model):
 def micro_batch_size(cfg, world_size: int) -> int:
     total, acc = cfg.solver.ims_per_batch, max(1, cfg.solver.accumulate)
     if total <= 0 or total % (world_size * acc):
-        raise ValueError(
+        raise ConfigError(
             f"solver.ims_per_batch={total} must be divisible by world_size ({world_size}) x "
             f"solver.accumulate ({acc}): each rank runs `accumulate` micro-batches of "
             "ims_per_batch // (world_size * accumulate) images per iteration"
         )
     return total // (world_size * acc)
-
-
-def _loader_cfg(cfg, micro: int, world: int):
-    """The data engineer's loader splits ``ims_per_batch`` over ranks; feed it micro-batches."""
-    c = copy.deepcopy(cfg)
-    c.solver.ims_per_batch = micro * world
-    return c
 
 
 def _batches_per_epoch(loader) -> int:
@@ -130,6 +162,53 @@ def preserved_rng():
         yield
     finally:
         du.set_rng_state(state)
+
+
+class _TrackedLoader:
+    """A loader that remembers the image ids of the batch in hand, to name it if it fails."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.ids: list[int] = []
+        self.loading = False
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        it = iter(self.loader)
+        while True:
+            self.loading = True
+            try:
+                images, targets = next(it)
+            except StopIteration:
+                self.loading = False
+                return
+            self.loading = False
+            self.ids = [int(t["image_id"]) for t in targets]
+            yield images, targets
+
+    def where(self, dataset) -> str:
+        if self.loading:
+            after = f" after image(s) {self.ids}" if self.ids else ""
+            return f"loading a val batch{after}"
+        names = []
+        for iid in self.ids:
+            try:
+                names.append(f"{iid} (file '{dataset.image_path(iid)}')")
+            except Exception:  # noqa: BLE001 - naming the image is best-effort
+                names.append(str(iid))
+        return "val image(s) " + ", ".join(names) if names else "the val set"
+
+
+def _first_line(err: BaseException) -> str:
+    """An exception as one line; a DataLoader worker's re-raise keeps its original last line."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    if not lines:
+        return type(err).__name__
+    if lines[0].startswith("Caught ") and len(lines) > 1:
+        return lines[-1]
+    return f"{type(err).__name__}: {lines[0]}"
 
 
 class _SignalCatcher:
@@ -167,18 +246,34 @@ class _SignalCatcher:
 
 
 class Trainer:
-    def __init__(self, cfg, output_dir=None, resume: bool = False):
+    """One training run into ``output_dir``; see the module docstring for the guarantees."""
+
+    def __init__(self, cfg, output_dir=None, resume: bool = False, overwrite: bool = False):
         self.cfg = copy.deepcopy(cfg)
         self.output_dir = Path(output_dir or cfg.output_dir)
+        self.cfg.output_dir = str(self.output_dir)  # config.yaml says where the run is
         self.resume = resume
+        self.overwrite = overwrite
+        self.lock: Path | None = None
+        self.logger: RunLogger | None = None
 
     # -------------------------------------------------------------------------------- set-up
     def setup(self) -> None:
+        """Every phase a run needs, in order (the order keeps resumed runs bit-exact)."""
+        self._setup_runtime()
+        self._setup_run_dir()
+        self._setup_data()
+        self._setup_model()
+        rng_to_restore = self._setup_resume()
+        self._setup_loader_and_schedule()
+        self._setup_parallel_and_rng(rng_to_restore)
+        self._setup_logger()
+
+    def _setup_runtime(self) -> None:
+        """Process group, device, determinism and precision flags, batch layout."""
         cfg = self.cfg
         self.rank, self.world, self.device = du.init_distributed(cfg.device)
         self.main = self.rank == 0
-        if self.main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
         if cfg.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -191,7 +286,7 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         self.amp_dtype = None
         if cfg.solver.amp not in ("none", "fp16", "bf16"):
-            raise ValueError(f"solver.amp={cfg.solver.amp!r}: use none, fp16 or bf16")
+            raise ConfigError(f"solver.amp={cfg.solver.amp!r}: use none, fp16 or bf16")
         if cfg.solver.amp != "none":
             if self.device.type == "cuda":
                 self.amp_dtype = torch.float16 if cfg.solver.amp == "fp16" else torch.bfloat16
@@ -200,16 +295,37 @@ class Trainer:
         self.accumulate = max(1, int(cfg.solver.accumulate))
         self.micro = micro_batch_size(cfg, self.world)
 
-        # data: rank 0 first (it may generate the built-in dataset), then the others
+    def _setup_run_dir(self) -> None:
+        """Rank 0 claims the directory (create, lock, clean, refuse or move aside); a refusal
+        stops every rank, not only rank 0."""
+        refusal = ""
+        if self.main:
+            try:
+                self.lock, _ = claim_run_dir(self.output_dir, self.resume, self.overwrite)
+            except RunDirError as err:
+                if self.world == 1:
+                    raise
+                refusal = str(err)
+        refusal = du.broadcast_object(refusal)
+        if refusal:
+            raise RunDirError(refusal)
+
+    def _setup_data(self) -> None:
+        """Datasets (rank 0 first: it may generate the built-in set) and the val loader."""
+        cfg = self.cfg
         from detector.data import build_dataset, build_test_loader, build_train_loader
+        from detector.data.loader import check_same_categories
 
         self._build_train_loader = build_train_loader
         self.train_ds = self.val_ds = None
+        needs_val = cfg.eval.period > 0 or cfg.eval.final
         for turn in range(2):
             if (turn == 0) == self.main:
-                self.train_ds = build_dataset(cfg, "train")
-                needs_val = cfg.eval.period > 0 or cfg.eval.final
+                # val first: a broken val file fails before every train image has been opened
                 self.val_ds = build_dataset(cfg, "val") if needs_val else None
+                self.train_ds = build_dataset(cfg, "train")
+                if self.val_ds is not None:
+                    check_same_categories(self.train_ds, self.val_ds)
             du.barrier()
         self.num_classes = cfg.model.num_classes or self.train_ds.num_classes
         cfg.model.num_classes = int(self.num_classes)
@@ -219,7 +335,9 @@ class Trainer:
             else None
         )
 
-        # model: identical initial weights on every rank (seeded), DDP also broadcasts them
+    def _setup_model(self) -> None:
+        """Model (identical seeded weights on every rank), optimizer, scaler, checkpoints."""
+        cfg = self.cfg
         du.seed_all(cfg.seed)
         from detector.models import build_detector, convert_sync_batchnorm
 
@@ -230,49 +348,100 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.optimizer = build_optimizer(cfg, model)
+        # the hyper-parameters of this config, before a resume loads the saved ones
+        self._fresh_groups = [
+            {k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups
+        ]
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda"
         )
         self.ckpt = CheckpointManager(self.output_dir, cfg.checkpoint.keep_last)
         self.fingerprint = config_fingerprint(cfg, self.num_classes)
 
-        # resume: everything except the RNG, which is restored after the data iterator exists
+    def _setup_resume(self):
+        """Load the checkpoint to resume from (all but the RNG, restored once the data
+        iterator exists); returns this rank's RNG state, or None."""
+        cfg = self.cfg
         self.start_iter = 0
         self.best = {"metric": cfg.checkpoint.best_metric, "value": None, "iteration": None}
-        rng_to_restore = None
-        if self.resume:
-            path = self.ckpt.latest()
-            if path is None:
-                if self.main:
-                    print(f"--resume: no checkpoint in {self.output_dir}; starting from scratch")
-            else:
-                state = load_checkpoint(path)
-                if not isinstance(state, dict) or state.get("format") != FORMAT:
-                    raise CheckpointError(f"{path}: not a smalldet training checkpoint")
-                check_fingerprint(state, cfg, self.num_classes, path)
-                model.load_state_dict(state["model"])
-                self.optimizer.load_state_dict(state["optimizer"])
-                if state.get("scaler"):
-                    self.scaler.load_state_dict(state["scaler"])
-                self.start_iter = int(state["iteration"])
-                self.best = state.get("best", self.best)
-                self._sched_state = state.get("scheduler")
-                rngs = state.get("rng") or []
-                if len(rngs) == self.world:
-                    rng_to_restore = rngs[self.rank]
-                elif self.main:
-                    print(
-                        f"note: checkpoint has RNG states of {len(rngs)} ranks, run has "
-                        f"{self.world}; RNG streams restart from the seed"
-                    )
-                self._warn_config_diff(state.get("config") or {})
-                if self.main:
-                    print(f"resumed from {path} at iteration {self.start_iter}")
+        self._sched_state = None
+        self.resumed_changes: list[tuple] = []
+        self._schedule_changed = False
+        if not self.resume:
+            return None
+        path = self.ckpt.latest()
+        if path is None:
+            final = self.output_dir / "model_final.pth"
+            if final.exists():
+                raise RunDirError(
+                    f"--resume: {self.output_dir} holds a finished run ({final.name}) but no "
+                    "checkpoint to continue from. Fix: train into a new --output, or pass "
+                    "--overwrite (instead of --resume) to set that run aside and start again"
+                )
+            if self.main:
+                print(f"--resume: no checkpoint in {self.output_dir}; starting from scratch")
+            return None
+        state = self._load_resume_state(path)
+        check_fingerprint(state, cfg, self.num_classes, path)
+        refused, schedule, other = resume_changes(state.get("config") or {}, cfg.to_dict())
+        if refused:
+            raise refuse_resume(self.output_dir, path, refused)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_iter = int(state["iteration"])
+        self.best = state.get("best", self.best)
+        self._sched_state = state.get("scheduler")
+        self._schedule_changed = bool(schedule)
+        self.resumed_changes = schedule + other
+        rng = None
+        rngs = state.get("rng") or []
+        if len(rngs) == self.world:
+            rng = rngs[self.rank]
+        elif self.main:
+            print(
+                f"note: checkpoint has RNG states of {len(rngs)} ranks, run has "
+                f"{self.world}; RNG streams restart from the seed"
+            )
+        if self.main:
+            print(f"resumed from {path} at iteration {self.start_iter}")
+            if self.resumed_changes:
+                print(
+                    f"resuming with changed settings, in effect from iteration {self.start_iter}"
+                    f" (recorded in config.yaml): {format_changes(self.resumed_changes)}"
+                )
+        return rng
 
-        loader_cfg = _loader_cfg(cfg, self.micro, self.world)
-        self.train_loader = build_train_loader(
-            loader_cfg,
+    def _load_resume_state(self, path: Path) -> dict:
+        """The checkpoint at ``path``; an unusable one is named with the way back."""
+        pointer = self.output_dir / LAST_POINTER
+        what = f"{pointer.name} names {path.name}" if pointer.exists() else f"newest {path.name}"
+        try:
+            state = load_checkpoint(path)
+            if not isinstance(state, dict) or state.get("format") != FORMAT:
+                raise CheckpointError(f"{path}: not a smalldet training checkpoint")
+        except CheckpointError as err:
+            prev = self.ckpt.previous(path)
+            fix = (
+                f"to continue from the previous checkpoint {prev.name}, delete {path.name} "
+                f"and {pointer.name} in {self.output_dir}"
+                if prev
+                else "no older checkpoint remains: train into a new --output (or --overwrite)"
+            )
+            raise CheckpointError(
+                f"cannot --resume {self.output_dir}: {what}, which cannot be used ({err}). "
+                f"Fix: {fix}"
+            ) from None
+        return state
+
+    def _setup_loader_and_schedule(self) -> None:
+        """Training loader at the resumed data position, run length, LR schedule."""
+        cfg = self.cfg
+        self.train_loader = self._build_train_loader(
+            cfg,
             self.train_ds,
+            batch_size=self.micro,
             rank=self.rank,
             world_size=self.world,
             start_batch=self.start_iter * self.accumulate,
@@ -285,52 +454,69 @@ class Trainer:
         else:
             self.max_iter = int(cfg.solver.max_iter)
         self.scheduler = build_scheduler(cfg, self.optimizer, self.max_iter)
-        if getattr(self, "_sched_state", None):
-            self.scheduler.load_state_dict(self._sched_state)
+        if not self._sched_state:
+            return
+        self.scheduler.load_state_dict(self._sched_state)
+        if self._schedule_changed:
+            self._apply_new_schedule()
+        else:
             # LambdaLR's constructor reset the groups' lr to factor(0): put back the saved lr
             for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
                 group["lr"] = lr
 
+    def _apply_new_schedule(self) -> None:
+        """Resumed with a new lr, momentum, weight decay or schedule: the saved optimizer state
+        would restore the old values, so the groups take this config's hyper-parameters and
+        the lr from here on is ``new lr * new factor(iteration)``."""
+        sched = self.scheduler
+        for group, fresh in zip(self.optimizer.param_groups, self._fresh_groups):
+            group.update({k: v for k, v in fresh.items() if k not in ("lr", "initial_lr")})
+            group["initial_lr"] = fresh["lr"]
+        sched.base_lrs = [fresh["lr"] for fresh in self._fresh_groups]
+        lrs = [base * fn(sched.last_epoch) for base, fn in zip(sched.base_lrs, sched.lr_lambdas)]
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        sched._last_lr = lrs
+
+    def _setup_parallel_and_rng(self, rng_to_restore) -> None:
+        """DDP wrapper; the data iterator (it draws from the global RNG), then the RNG."""
         if self.world > 1:
             ddp_kw = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
-            self.model = torch.nn.parallel.DistributedDataParallel(model, **ddp_kw)
-
-        # the data iterator draws from the global RNG when created: create it, then set the RNG
+            self.model = torch.nn.parallel.DistributedDataParallel(self.model, **ddp_kw)
         self.data_iter = iter(self.train_loader)
         if rng_to_restore is not None:
             du.set_rng_state(rng_to_restore)
         else:
-            du.seed_all(cfg.seed + 1000 * self.rank + self.start_iter)
+            du.seed_all(self.cfg.seed + 1000 * self.rank + self.start_iter)
 
+    def _setup_logger(self) -> None:
+        """``config.yaml`` (what runs from now on), metrics.jsonl and TensorBoard."""
+        cfg = self.cfg
         if self.main:
-            save_config(cfg, self.output_dir / "config.yaml")
+            path = self.output_dir / "config.yaml"
+            try:
+                save_config(cfg, path)
+            except OSError as err:
+                raise RunDirError(describe_os_error(err, path, "cannot write")) from None
         self.logger = RunLogger(
             self.output_dir,
             enabled=self.main,
             tensorboard=cfg.log.tensorboard,
-            purge_step=self.start_iter if self.start_iter > 0 else None,
+            # on resume, rows and events written after the checkpoint are dropped (all of
+            # them when there was no checkpoint to resume from)
+            purge_step=self.start_iter if self.resume else None,
         )
+        if self.resumed_changes:
+            changed = {k: [a, b] for k, a, b in self.resumed_changes}
+            self.logger.record("resume", self.start_iter, {"changed": changed})
 
-    def _warn_config_diff(self, old: dict) -> None:
-        if not self.main or not old:
-            return
-        ignore = {"output_dir", "solver.max_iter", "solver.max_epochs", "checkpoint", "log", "eval"}
-        diffs = []
-
-        def walk(a, b, prefix=""):
-            for k in sorted(set(a) | set(b)):
-                key = f"{prefix}{k}"
-                if key in ignore or k in ignore and not prefix:
-                    continue
-                va, vb = a.get(k), b.get(k)
-                if isinstance(va, dict) and isinstance(vb, dict):
-                    walk(va, vb, key + ".")
-                elif va != vb:
-                    diffs.append(f"{key}: {va!r} -> {vb!r}")
-
-        walk(old, self.cfg.to_dict() if hasattr(self.cfg, "to_dict") else dict(self.cfg))
-        if diffs:
-            print("warning: resuming with config changes: " + "; ".join(diffs[:10]))
+    def close(self) -> None:
+        """Close the logs and release the run lock (also after an error)."""
+        if self.logger is not None:
+            self.logger.close()
+        if self.lock is not None:
+            release_lock(self.lock)
+            self.lock = None
 
     # ---------------------------------------------------------------------------- checkpoints
     def state_dict(self, iteration: int) -> dict:
@@ -362,55 +548,80 @@ class Trainer:
             if bad:
                 raise NonFiniteLossError(
                     f"iteration {iteration}: parameters became non-finite ({', '.join(bad[:3])}); "
-                    f"checkpoint not written, the last good one is {self.ckpt.latest()}"
+                    f"checkpoint not written, the last good one is {self.ckpt.latest_or_none()}"
                 )
             path = self.ckpt.save(state, iteration)
         du.barrier()
         return path
 
+    def _save_model(self, name: str, iteration: int) -> Path:
+        """``model_final.pth`` / ``model_best.pth``: the weights with the config fingerprint."""
+        path = self.output_dir / name
+        obj = model_file(unwrap(self.model).state_dict(), self.cfg, self.num_classes, iteration)
+        try:
+            atomic_save(obj, path)
+        except OSError as err:
+            raise write_error(err, path, self.ckpt.latest_or_none()) from None
+        return path
+
     # ------------------------------------------------------------------------------ evaluate
     def evaluate(self, iteration: int) -> dict:
+        """Evaluate on the val set (all ranks infer, rank 0 scores); a failure raises
+        :class:`EvaluationFailed` naming the val images of the batch that broke."""
         if self.val_ds is None:
             return {}
         from detector.evaluation import evaluate
 
         cfg = self.cfg
         t0 = time.perf_counter()
-        with preserved_rng():
-            results, ids = predict_dataset(
-                unwrap(self.model),
-                self.val_loader,
-                self.val_ds,
-                self.device,
-                self.amp_dtype,
-                with_ids=True,
-            )
-            summary: dict = {}
-            if self.main:
-                report = evaluate(
-                    str(self.val_ds.ann_file),
-                    results,
-                    bins=cfg.eval.bins,
-                    max_dets=tuple(cfg.eval.max_dets),
-                    backend=cfg.eval.backend,
+        loader = _TrackedLoader(self.val_loader)
+        stage = "inference"
+        try:
+            with preserved_rng():
+                results, ids = predict_dataset(
+                    unwrap(self.model),
+                    loader,
+                    self.val_ds,
+                    self.device,
+                    self.amp_dtype,
+                    with_ids=True,
                 )
-                summary = {k: float(v) for k, v in report.summary.items() if _is_num(v)}
-                self.last_report = report
-                self.logger.eval_report(report, iteration)
-                self.logger.record(
-                    "eval",
-                    iteration,
-                    {
-                        **summary,
-                        "num_images": len(ids),
-                        "num_unique_images": len(set(ids)),
-                        "num_results": len(results),
-                        "eval_time": time.perf_counter() - t0,
-                    },
-                )
-                self._draw(iteration)
-                self._update_best(summary, iteration)
-                self.logger.flush()
+                summary: dict = {}
+                if self.main:
+                    stage = f"scoring the results against {self.val_ds.ann_file}"
+                    report = evaluate(
+                        str(self.val_ds.ann_file),
+                        results,
+                        bins=cfg.eval.bins,
+                        max_dets=tuple(cfg.eval.max_dets),
+                        backend=cfg.eval.backend,
+                    )
+                    summary = {k: float(v) for k, v in report.summary.items() if _is_num(v)}
+                    self.last_report = report
+                    self.logger.eval_report(report, iteration)
+                    self.logger.record(
+                        "eval",
+                        iteration,
+                        {
+                            **summary,
+                            "num_images": len(ids),
+                            "num_unique_images": len(set(ids)),
+                            "num_results": len(results),
+                            "eval_time": time.perf_counter() - t0,
+                        },
+                    )
+                    stage = "drawing val images for TensorBoard"
+                    self._draw(iteration)
+                    stage = ""
+                    self._update_best(summary, iteration)
+                    self.logger.flush()
+        except (CheckpointError, RunDirError):
+            raise  # writing model_best.pth: already explained
+        except Exception as err:
+            where = loader.where(self.val_ds) if stage == "inference" else stage
+            raise EvaluationFailed(
+                f"evaluation at iteration {iteration} failed on {where}: {_first_line(err)}"
+            ) from err
         return du.broadcast_object(summary)
 
     def _draw(self, iteration: int) -> None:
@@ -449,15 +660,23 @@ class Trainer:
         value = summary[metric]
         if self.best.get("value") is None or value > self.best["value"]:
             self.best = {"metric": metric, "value": value, "iteration": iteration}
-            atomic_save(unwrap(self.model).state_dict(), self.output_dir / "model_best.pth")
+            self._save_model("model_best.pth", iteration)
 
     # ---------------------------------------------------------------------------------- loop
     def run(self) -> dict:
-        self.setup()
+        """Set up, train, finish; the lock is released and the logs closed whatever happens."""
         try:
+            self.setup()
             return self._run()
+        except OSError as err:
+            where = Path(os.path.abspath(err.filename or self.output_dir))
+            root = Path(os.path.abspath(self.output_dir))
+            ours = where == root or root in where.parents
+            if not (is_disk_error(err) and ours):
+                raise
+            raise RunDirError(describe_os_error(err, where, "cannot write")) from None
         finally:
-            self.logger.close()
+            self.close()
 
     def _run(self) -> dict:
         cfg = self.cfg
@@ -545,7 +764,14 @@ class Trainer:
                 # evaluation, checkpoint, signals
                 period = cfg.eval.period
                 if period > 0 and iteration % period == 0 and iteration < max_iter:
-                    last_summary = self.evaluate(iteration) or last_summary
+                    try:
+                        last_summary = self.evaluate(iteration) or last_summary
+                    except EvaluationFailed as err:
+                        raise EvaluationFailed(
+                            f"{err}. Training stopped; once the cause is fixed, continue with "
+                            f"--resume (last checkpoint: {self.ckpt.latest_or_none()}), or set "
+                            "eval.period=0"
+                        ) from err.__cause__
                     window["t0"] = time.perf_counter()
                 if cfg.checkpoint.period > 0 and iteration % cfg.checkpoint.period == 0:
                     self.save_checkpoint(iteration)
@@ -566,7 +792,7 @@ class Trainer:
             return
         name, value = bad[0]
         others = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, vals) if n != name)
-        latest = self.ckpt.latest()
+        latest = self.ckpt.latest_or_none()
         raise NonFiniteLossError(
             f"iteration {iteration}: {name} is {value} ({others}). Training stopped; no "
             f"checkpoint was written from this state. Last good checkpoint: "
@@ -595,22 +821,34 @@ class Trainer:
         window.update(n=0, loss={}, data=0.0, compute=0.0, t0=time.perf_counter())
 
     def _finish(self, iteration: int, last_summary: dict) -> dict:
+        """Last checkpoint, ``model_final.pth``, then the final evaluation (a val image that
+        breaks it cannot cost the trained model)."""
         cfg = self.cfg
         periodic = cfg.checkpoint.period > 0 and iteration % cfg.checkpoint.period == 0
-        if not periodic and (iteration > self.start_iter or self.ckpt.latest() is None):
+        if not periodic and (iteration > self.start_iter or self.ckpt.latest_or_none() is None):
             self.save_checkpoint(iteration)
+        final = self.output_dir / "model_final.pth"
+        if self.main:
+            self._save_model(final.name, iteration)
+        du.barrier()
         summary = last_summary
         if cfg.eval.final and self.val_ds is not None:
-            summary = self.evaluate(iteration)
+            try:
+                summary = self.evaluate(iteration)
+            except EvaluationFailed as err:
+                raise EvaluationFailed(
+                    f"final {err}. The trained model is saved as {final}; once the cause is "
+                    f"fixed, rerun the evaluation with `smalldet evaluate --config "
+                    f"{self.output_dir / 'config.yaml'} --checkpoint {final}`"
+                ) from err.__cause__
         if self.main:
-            atomic_save(unwrap(self.model).state_dict(), self.output_dir / "model_final.pth")
             self.logger.hparams(cfg.to_dict(), summary)
             self.logger.record("final", iteration, summary)
             report = getattr(self, "last_report", None)
             if report is not None:
                 print(f"\nSize-stratified evaluation at iteration {iteration}:")
                 print(report.markdown())
-            print(f"\nmodel: {self.output_dir / 'model_final.pth'}")
+            print(f"\nmodel: {final}")
             print(f"metrics: {self.output_dir / 'metrics.jsonl'}")
             if self.logger.writer is not None:
                 print(f"TensorBoard logs: {self.logger.tb_dir}")
@@ -627,6 +865,10 @@ def _is_num(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def train(cfg, output_dir=None, resume: bool = False) -> dict:
-    """Train ``cfg`` into ``output_dir`` (default ``cfg.output_dir``); returns final metrics."""
-    return Trainer(cfg, output_dir, resume).run()
+def train(cfg, output_dir=None, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train ``cfg`` into ``output_dir`` (default ``cfg.output_dir``); returns final metrics.
+
+    ``resume`` continues the run there; ``overwrite`` moves another run's files aside into
+    ``<dir>/.overwritten-<time>/`` first (without either, such a directory is refused).
+    """
+    return Trainer(cfg, output_dir, resume, overwrite).run()

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import draw_bounding_boxes
 
-from detector.evaluation.bins import assign_bin, get_bins
+from detector.utils.bins import assign_bin, get_bins
 
 GT_PALETTE = ["#00ff66", "#00ccff", "#3366ff", "#aa66ff", "#00ffcc", "#99ff33"]
 PRED_PALETTE = ["#ff3333", "#ff9900", "#ffee00", "#ff33cc", "#ff6666", "#cc6600"]

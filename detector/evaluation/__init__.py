@@ -4,8 +4,9 @@ Main entry points: :func:`evaluate` (-> :class:`EvalReport`), :func:`paired_boot
 (:mod:`.bootstrap`), :func:`detector.evaluation.tensorboard.log_report`.
 """
 
+from detector.utils.bins import PRESETS, SizeBin, assign_bin, bins_from_edges, get_bins, parse_edges
+
 from .api import evaluate, parse_max_dets
-from .bins import PRESETS, SizeBin, assign_bin, bins_from_edges, get_bins, parse_edges
 from .bootstrap import bootstrap_runs, paired_bootstrap
 from .coco_io import EvalInputError
 from .report import EvalReport

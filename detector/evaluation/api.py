@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .bins import SizeBin, get_bins
+from detector.utils.bins import SizeBin, get_bins
+
 from .coco_io import Detections, EvalInputError, GroundTruth, load_gt, load_results
 from .errors import error_analysis
 from .fast_eval import accumulate, build_match_table, coco_iou_thrs, coco_rec_thrs, gt_counts
@@ -77,11 +78,11 @@ def evaluate(
     thrs = coco_iou_thrs() if iou_thrs is None else np.asarray(iou_thrs, np.float64)
     if thrs.ndim != 1 or not len(thrs) or (thrs <= 0).any() or (thrs > 1).any():
         raise ValueError(f"iou_thrs must be a non-empty list of values in (0, 1], got {iou_thrs!r}")
-    notes = list(g.warnings)
+    notes = [*g.warnings, *d.warnings]
     per_img = np.bincount(g.img, minlength=g.num_images) if len(g.img) else np.zeros(1, int)
     densest = int(per_img.max()) if len(per_img) else 0
     if densest > mdets[-1]:
-        img_id = int(g.img_ids[int(per_img.argmax())])
+        img_id = g.img_ids[int(per_img.argmax())].item()  # an int, or a string id
         msg = (
             f"the densest image (id {img_id}) has {densest} GT boxes but the largest maxDets is "
             f"{mdets[-1]}: recall and AP are capped; pass a larger max_dets (e.g. "

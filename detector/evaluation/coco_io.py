@@ -8,7 +8,7 @@ filled in with a warning, the way the COCO format defines them.
 
 from __future__ import annotations
 
-import json
+import itertools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -17,8 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from detector.utils.errors import SmalldetError
+from detector.utils.files import read_json
 
-class EvalInputError(ValueError):
+
+class EvalInputError(SmalldetError, ValueError):
     """A ground truth or results file that cannot be evaluated as given."""
 
 
@@ -27,7 +30,7 @@ class GroundTruth:
     """COCO ground truth as arrays. Images and categories are sorted by id, as in pycocotools."""
 
     source: str
-    img_ids: np.ndarray  # (I,) sorted unique image ids
+    img_ids: np.ndarray  # (I,) sorted unique image ids: int64, or str when the GT uses strings
     cat_ids: np.ndarray  # (K,) sorted unique category ids
     cat_names: list[str]
     img: np.ndarray  # (G,) image index into img_ids
@@ -44,6 +47,11 @@ class GroundTruth:
     def num_images(self) -> int:
         return len(self.img_ids)
 
+    @property
+    def string_ids(self) -> bool:
+        """The image ids are strings (``"img_001"``), not integers."""
+        return self.img_ids.dtype.kind == "U"
+
 
 @dataclass
 class Detections:
@@ -55,6 +63,7 @@ class Detections:
     bbox: np.ndarray  # (D, 4) float64 xywh
     score: np.ndarray  # (D,) float64
     records: list[dict] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.score)
@@ -66,24 +75,81 @@ def _warn(msg: str, sink: list[str]) -> None:
 
 
 def _read_json(path: str | Path, what: str) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise EvalInputError(f"{what} file {path} does not exist")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as err:
-        raise EvalInputError(f"{what} file {path} is not valid JSON: {err}") from None
+    return read_json(path, what=f"{what} file", error=EvalInputError)
+
+
+_INT = (int, np.integer)
+_FLOAT = (float, np.floating)
+_BOOL = (bool, np.bool_)
+_INT64 = (-(2**63), 2**63)
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, (*_INT, *_FLOAT)) and not isinstance(v, _BOOL)
+
+
+def _is_int_type(t: type) -> bool:
+    return issubclass(t, _INT) and not issubclass(t, _BOOL)
+
+
+def _is_number_type(t: type) -> bool:
+    return issubclass(t, (*_INT, *_FLOAT)) and not issubclass(t, _BOOL)
+
+
+def _id_problem(v: Any, strings: bool = False) -> str | None:
+    """Why ``v`` cannot be an id, or None when it can.
+
+    Ids are integers; a float with a whole value (``3.0``, as some JSON writers emit) is read as
+    that integer, which is what pycocotools' dict lookups do too. Image ids may instead all be
+    strings (``strings=True``), as pycocotools allows; then every image id must be one. Booleans,
+    fractional floats and (for integer ids) strings are refused: ``"3"`` or ``True`` is
+    almost always a bug upstream, and silently casting them would hide it.
+    """
+    if strings:
+        if isinstance(v, str):
+            return None
+        return f"{v!r} is not a string, but the ground truth's image ids are strings"
+    if isinstance(v, _BOOL):
+        return f"{v!r} is a boolean, not an integer id"
+    if isinstance(v, str):
+        if v.strip().lstrip("+-").isdigit():
+            return f"{v!r} is a string; write the number without quotes"
+        return f"{v!r} is a string, but the ground truth's ids are integers"
+    if isinstance(v, _FLOAT):
+        if not math.isfinite(v) or not float(v).is_integer():
+            return f"{v!r} is not a whole number (ids are integers)"
+        v = int(v)
+    if not isinstance(v, _INT):
+        return f"{v!r} ({type(v).__name__}) is not an integer id"
+    if not _INT64[0] <= int(v) < _INT64[1]:
+        return f"{v!r} is outside the 64-bit integer range"
+    return None
+
+
+def _as_id(v: Any) -> int | str:
+    """An id that passed :func:`_id_problem`, as the evaluator keys it."""
+    return v if isinstance(v, str) else int(v)
+
+
+def _number_problem(v: Any) -> str | None:
+    if isinstance(v, _BOOL):
+        return f"{v!r} is a boolean, not a number"
+    if isinstance(v, str):
+        return f"{v!r} is a string; write the number without quotes"
+    if not _is_number(v):
+        return f"{v!r} ({type(v).__name__}) is not a number"
+    return None
 
 
 def _checked_bbox(bb, where: str, hint: str):
     """``bb`` if it is 4 finite numbers with w, h >= 0; else an error naming the record."""
-    if not (isinstance(bb, (list, tuple)) and len(bb) == 4 and all(_is_number(v) for v in bb)):
+    if isinstance(bb, np.ndarray):
+        bb = bb.tolist()
+    if not (isinstance(bb, (list, tuple)) and len(bb) == 4):
         raise EvalInputError(f"{where}: 'bbox' must be 4 numbers [x, y, w, h], got {bb!r}")
+    bad = next((p for p in map(_number_problem, bb) if p), None)
+    if bad:
+        raise EvalInputError(f"{where}: 'bbox' must be 4 numbers [x, y, w, h], got {bb!r} ({bad})")
     if not all(math.isfinite(v) for v in bb) or bb[2] < 0 or bb[3] < 0:
         raise EvalInputError(
             f"{where}: 'bbox' {bb!r} must be finite with width and height >= 0 {hint}"
@@ -91,8 +157,33 @@ def _checked_bbox(bb, where: str, hint: str):
     return bb
 
 
+def _gt_ids(records: list, key: str, what: str, source: str, strings: bool, converted: list):
+    """The ids of the ``images`` or ``categories`` records, checked (``converted``: where a
+    whole-valued float was read as an integer)."""
+    out = []
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict) or key not in rec:
+            raise EvalInputError(f"ground-truth {source}: {what}[{i}] has no '{key}'")
+        why = _id_problem(rec[key], strings)
+        if why:
+            raise EvalInputError(
+                f"ground-truth {source}: {what}[{i}]: '{key}' {why}. Fix: use integer ids "
+                "(or, for images only, string ids on every image)"
+            )
+        if isinstance(rec[key], _FLOAT):
+            converted.append(f"{what}[{i}].{key}")
+        out.append(_as_id(rec[key]))
+    return out
+
+
 def load_gt(gt: Any) -> GroundTruth:
-    """Accept a path, a COCO-format dict or a ``pycocotools.coco.COCO`` object."""
+    """Accept a path, a COCO-format dict or a ``pycocotools.coco.COCO`` object.
+
+    Image ids are integers, or strings on every image (``"img_001"``; pycocotools accepts them,
+    and so does each backend here, with the same numbers: images are ordered by sorted id, as
+    pycocotools orders them, so ``"10"`` comes before ``"9"``). Category and annotation ids are
+    integers. A whole-valued float id (``3.0``) is read as the integer, with a warning.
+    """
     coco = None
     if isinstance(gt, (str, Path)):
         source = str(gt)
@@ -114,26 +205,24 @@ def load_gt(gt: Any) -> GroundTruth:
                 "'images', 'annotations' and 'categories' lists)"
             )
     notes: list[str] = []
-    try:
-        img_ids = np.array(sorted({im["id"] for im in data["images"]}), dtype=np.int64)
-    except (KeyError, TypeError):
-        bad = next(
-            i for i, im in enumerate(data["images"]) if not isinstance(im, dict) or "id" not in im
-        )
-        raise EvalInputError(f"ground-truth {source}: images[{bad}] has no 'id'") from None
+    converted: list[str] = []
+    images = data["images"]
+    strings = bool(images) and isinstance(images[0], dict) and isinstance(images[0].get("id"), str)
+    img_list = sorted(set(_gt_ids(images, "id", "images", source, strings, converted)))
+    img_ids = np.array(img_list, dtype=str if strings else np.int64)
+    img_pos = {v: i for i, v in enumerate(img_list)}
     cats = data["categories"]
-    try:
-        cat_map = {c["id"]: str(c.get("name", c["id"])) for c in cats}
-    except (KeyError, TypeError, AttributeError):
-        bad = next(i for i, c in enumerate(cats) if not isinstance(c, dict) or "id" not in c)
-        raise EvalInputError(f"ground-truth {source}: categories[{bad}] has no 'id'") from None
-    cat_ids = np.array(sorted(cat_map), dtype=np.int64)
-    cat_names = [cat_map[int(c)] for c in cat_ids]
+    cat_keys = _gt_ids(cats, "id", "categories", source, False, converted)
+    cat_map = {k: str(c.get("name", k)) for k, c in zip(cat_keys, cats)}
+    cat_list = sorted(cat_map)
+    cat_ids = np.array(cat_list, dtype=np.int64)
+    cat_names = [cat_map[c] for c in cat_list]
+    cat_pos = {v: i for i, v in enumerate(cat_list)}
 
     anns = data["annotations"]
     n = len(anns)
-    img_raw = np.empty(n, np.int64)
-    cat_raw = np.empty(n, np.int64)
+    img = np.empty(n, np.int64)
+    cat = np.empty(n, np.int64)
     bbox = np.empty((n, 4), np.float64)
     area = np.empty(n, np.float64)
     crowd = np.zeros(n, bool)
@@ -144,13 +233,22 @@ def load_gt(gt: Any) -> GroundTruth:
         if not isinstance(a, dict):
             raise EvalInputError(f"{where} is not an object")
         if "id" in a:
-            ann_ids[i] = a["id"]
+            why = _id_problem(a["id"])
+            if why:
+                raise EvalInputError(f"{where}: 'id' {why}")
+            ann_ids[i] = int(a["id"])
         where += f" (id {a.get('id', '?')})"
         for key in ("image_id", "category_id", "bbox"):
             if key not in a:
                 raise EvalInputError(f"{where} has no '{key}'")
-        img_raw[i] = a["image_id"]
-        cat_raw[i] = a["category_id"]
+        for key, str_ids in (("image_id", strings), ("category_id", False)):
+            why = _id_problem(a[key], str_ids)
+            if why:
+                raise EvalInputError(f"{where}: '{key}' {why}")
+            if isinstance(a[key], _FLOAT):
+                converted.append(f"annotations[{i}].{key}")
+        img[i] = img_pos.get(_as_id(a["image_id"]), -1)
+        cat[i] = cat_pos.get(int(a["category_id"]), -1)
         bb = _checked_bbox(a["bbox"], where, "(xywh format)")
         bbox[i] = bb
         if "area" in a:
@@ -166,6 +264,13 @@ def load_gt(gt: Any) -> GroundTruth:
             crowd[i] = bool(a["iscrowd"])
         else:
             missing_crowd += 1
+    if converted:
+        _warn(
+            f"ground-truth {source}: {len(converted)} ids are whole-valued floats (first: "
+            f"{converted[0]}); they are read as integers, as pycocotools does: write integers to "
+            "silence this",
+            notes,
+        )
     if missing_area:
         _warn(
             f"ground-truth {source}: {missing_area} annotations have no 'area'; using w*h of the "
@@ -178,10 +283,7 @@ def load_gt(gt: Any) -> GroundTruth:
             "as iscrowd=0 (pycocotools would raise KeyError: add 'iscrowd' to silence this)",
             notes,
         )
-    img = np.searchsorted(img_ids, img_raw)
-    cat = np.searchsorted(cat_ids, cat_raw)
-    known = (img < len(img_ids)) & (img_ids[np.minimum(img, len(img_ids) - 1)] == img_raw)
-    known &= (cat < len(cat_ids)) & (cat_ids[np.minimum(cat, max(len(cat_ids) - 1, 0))] == cat_raw)
+    known = (img >= 0) & (cat >= 0)
     if n and not known.all():
         _warn(
             f"ground-truth {source}: {int((~known).sum())} annotations reference an image or "
@@ -205,8 +307,8 @@ def load_gt(gt: Any) -> GroundTruth:
         img_ids=img_ids,
         cat_ids=cat_ids,
         cat_names=cat_names,
-        img=img[keep].astype(np.int64),
-        cat=cat[keep].astype(np.int64),
+        img=img[keep],
+        cat=cat[keep],
         bbox=bbox[keep],
         area=area[keep],
         crowd=crowd[keep],
@@ -217,41 +319,85 @@ def load_gt(gt: Any) -> GroundTruth:
     )
 
 
-def _diagnose_result(records: list, gt: GroundTruth, source: str) -> None:
-    """Slow pass that finds the first bad record and raises a precise error."""
+def _check_record(i: int, r: Any, gt: GroundTruth, img_set: set, cat_set: set, source: str):
+    """Raise the precise error for result record ``i``, if it has one."""
+    where = f"results {source}: record [{i}]"
+    if not isinstance(r, dict):
+        raise EvalInputError(f"{where} is not an object but {type(r).__name__}")
+    for key in ("image_id", "category_id", "bbox", "score"):
+        if key not in r:
+            raise EvalInputError(
+                f"{where} has no '{key}' (each result needs image_id, category_id, "
+                "bbox [x, y, w, h] and score)"
+            )
+    for key, str_ids in (("image_id", gt.string_ids), ("category_id", False)):
+        why = _id_problem(r[key], str_ids)
+        if why:
+            raise EvalInputError(f"{where}: '{key}' {why}")
+    if _as_id(r["image_id"]) not in img_set:
+        raise EvalInputError(
+            f"{where}: image_id {r['image_id']!r} is not in the ground truth "
+            f"{gt.source} (results must use the GT's own image ids)"
+        )
+    if int(r["category_id"]) not in cat_set:
+        raise EvalInputError(
+            f"{where}: category_id {r['category_id']!r} is not a category of the ground truth "
+            f"{gt.source} (known ids: {sorted(cat_set)[:20]}; map model labels to dataset ids)"
+        )
+    s = r["score"]
+    why = _number_problem(s)
+    if why:
+        raise EvalInputError(f"{where}: 'score' {why}")
+    if not math.isfinite(s) or s < 0:
+        raise EvalInputError(
+            f"{where} (image_id {r['image_id']}): score {s!r} must be a finite number >= 0"
+        )
+    _checked_bbox(r["bbox"], where, "(COCO results use [x, y, w, h], not [x1, y1, x2, y2])")
+
+
+def _diagnose_result(records: list, gt: GroundTruth, source: str, order=None) -> None:
+    """Slow pass that finds the first bad record (in ``order``) and raises a precise error."""
     img_set = set(gt.img_ids.tolist())
     cat_set = set(gt.cat_ids.tolist())
-    for i, r in enumerate(records):
-        where = f"results {source}: record [{i}]"
-        if not isinstance(r, dict):
-            raise EvalInputError(f"{where} is not an object but {type(r).__name__}")
-        for key in ("image_id", "category_id", "bbox", "score"):
-            if key not in r:
-                raise EvalInputError(
-                    f"{where} has no '{key}' (each result needs image_id, category_id, "
-                    "bbox [x, y, w, h] and score)"
-                )
-        if r["image_id"] not in img_set:
-            raise EvalInputError(
-                f"{where}: image_id {r['image_id']!r} is not in the ground truth "
-                f"{gt.source} (results must use the GT's own image ids)"
-            )
-        if r["category_id"] not in cat_set:
-            raise EvalInputError(
-                f"{where}: category_id {r['category_id']!r} is not a category of the ground truth "
-                f"{gt.source} (known ids: {sorted(cat_set)[:20]}; map model labels to dataset ids)"
-            )
-        s = r["score"]
-        if not _is_number(s) or not math.isfinite(s) or s < 0:
-            raise EvalInputError(
-                f"{where} (image_id {r['image_id']}): score {s!r} must be a finite number >= 0"
-            )
-        _checked_bbox(r["bbox"], where, "(COCO results use [x, y, w, h], not [x1, y1, x2, y2])")
+    for i in range(len(records)) if order is None else order:
+        _check_record(int(i), records[i], gt, img_set, cat_set, source)
     raise EvalInputError(f"results {source}: malformed records")  # pragma: no cover
 
 
+def _result_ids(vals: list, strings: bool) -> tuple[np.ndarray | list, int] | None:
+    """The image or category ids of all records, and how many were whole-valued floats;
+    None when some value is not an id (the slow pass then names it)."""
+    types = set(map(type, vals))
+    if strings:
+        return (vals, 0) if all(issubclass(t, str) for t in types) else None
+    if all(_is_int_type(t) for t in types):
+        try:
+            return np.array(vals, np.int64), 0
+        except OverflowError:
+            return None
+    if any(_id_problem(v) for v in vals):
+        return None
+    return np.array([int(v) for v in vals], np.int64), sum(isinstance(v, _FLOAT) for v in vals)
+
+
+def _index_of(sorted_ids: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """Index of each of ``raw`` in ``sorted_ids``, -1 where it is not there."""
+    if not len(sorted_ids):
+        return np.full(len(raw), -1, np.int64)
+    idx = np.searchsorted(sorted_ids, raw)
+    clipped = np.minimum(idx, len(sorted_ids) - 1)
+    return np.where((idx < len(sorted_ids)) & (sorted_ids[clipped] == raw), clipped, -1)
+
+
 def load_results(results: Any, gt: GroundTruth) -> Detections:
-    """Accept a path or a list of ``{image_id, category_id, bbox, score}`` dicts."""
+    """Accept a path or a list of ``{image_id, category_id, bbox, score}`` dicts.
+
+    Refused, naming the record and the field: strings where numbers belong (``"score": "0.9"``,
+    ``"bbox": ["1", ...]``), booleans (``"score": true``, ``"category_id": true``), fractional
+    ids (``"image_id": 1.5``), integer image ids against a GT with string ids and the other way
+    round. A whole-valued float id (``3.0``) is read as the integer, with one warning for the
+    file, as pycocotools' lookups would match it.
+    """
     if isinstance(results, (str, Path)):
         source = str(results)
         records = _read_json(results, "results")
@@ -272,33 +418,55 @@ def load_results(results: Any, gt: GroundTruth) -> Detections:
             source, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0)
         )
     try:
-        img_raw = np.fromiter((r["image_id"] for r in records), np.int64, n)
-        cat_raw = np.fromiter((r["category_id"] for r in records), np.int64, n)
-        score = np.fromiter((r["score"] for r in records), np.float64, n)
-        bbox = np.array([r["bbox"] for r in records], dtype=np.float64)
-    except (KeyError, TypeError, ValueError):
+        img_vals = [r["image_id"] for r in records]
+        cat_vals = [r["category_id"] for r in records]
+        score_vals = [r["score"] for r in records]
+        bb_vals = [r["bbox"] for r in records]
+    except (KeyError, TypeError, IndexError):
         _diagnose_result(records, gt, source)
         raise  # pragma: no cover
-    if bbox.shape != (n, 4):
+    # Type checks on the set of value types (cheap); any surprise goes to the slow pass,
+    # which names the first bad record.
+    img_col = _result_ids(img_vals, gt.string_ids)
+    cat_col = _result_ids(cat_vals, False)
+    bbox = None
+    if (
+        img_col is not None
+        and cat_col is not None
+        and all(_is_number_type(t) for t in set(map(type, score_vals)))
+        and all(issubclass(t, (list, tuple, np.ndarray)) for t in set(map(type, bb_vals)))
+        and all(_is_number_type(t) for t in set(map(type, itertools.chain.from_iterable(bb_vals))))
+    ):
+        try:
+            bbox = np.array(bb_vals, dtype=np.float64)
+        except (TypeError, ValueError):  # ragged
+            bbox = None
+    if bbox is None or bbox.shape != (n, 4):
         _diagnose_result(records, gt, source)
-    img = np.searchsorted(gt.img_ids, img_raw)
-    cat = np.searchsorted(gt.cat_ids, cat_raw)
-    ok = (img < len(gt.img_ids)) & (gt.img_ids[np.minimum(img, len(gt.img_ids) - 1)] == img_raw)
-    if len(gt.cat_ids):
-        ok &= (cat < len(gt.cat_ids)) & (
-            gt.cat_ids[np.minimum(cat, len(gt.cat_ids) - 1)] == cat_raw
-        )
+    score = np.array(score_vals, dtype=np.float64)
+    if gt.string_ids:
+        pos = {v: i for i, v in enumerate(gt.img_ids.tolist())}
+        img = np.fromiter((pos.get(v, -1) for v in img_vals), np.int64, n)
     else:
-        ok[:] = False
+        img = _index_of(gt.img_ids, img_col[0])
+    cat = _index_of(gt.cat_ids, cat_col[0])
+    ok = (img >= 0) & (cat >= 0)
     ok &= np.isfinite(score) & (score >= 0)
     ok &= np.isfinite(bbox).all(1) & (bbox[:, 2] >= 0) & (bbox[:, 3] >= 0)
     if not ok.all():
-        bad = int(np.flatnonzero(~ok)[0])
-        try:
-            _diagnose_result([records[bad]], gt, source)
-        except EvalInputError as err:
-            raise EvalInputError(str(err).replace("record [0]", f"record [{bad}]")) from None
-    return Detections(source, img.astype(np.int64), cat.astype(np.int64), bbox, score, records)
+        _diagnose_result(records, gt, source, order=np.flatnonzero(~ok)[:1])
+    notes: list[str] = []
+    floats = img_col[1] + cat_col[1]
+    if floats:
+        _warn(
+            f"results {source}: {floats} image_id/category_id values are whole-valued floats "
+            "(like 3.0); they are read as integers, as pycocotools does: write integers to "
+            "silence this",
+            notes,
+        )
+    return Detections(
+        source, img.astype(np.int64), cat.astype(np.int64), bbox, score, records, notes
+    )
 
 
 def select_categories(gt: Any, categories) -> tuple[dict, set]:

@@ -8,7 +8,8 @@ import io
 
 import numpy as np
 
-from .bins import SizeBin
+from detector.utils.bins import SizeBin
+
 from .coco_io import Detections, GroundTruth
 
 
@@ -50,14 +51,17 @@ def run_cocoeval(
     sink = io.StringIO() if quiet else None
     with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
         if len(dets):
+            # the GT's own ids (ints, or the strings of a GT with string image ids), so that
+            # loadRes finds every image in the COCO object built from the same GT
+            img_ids, cat_ids = gt.img_ids.tolist(), gt.cat_ids.tolist()
             records = [
                 {
-                    "image_id": int(gt.img_ids[i]),
-                    "category_id": int(gt.cat_ids[c]),
+                    "image_id": img_ids[i],
+                    "category_id": cat_ids[c],
                     "bbox": [float(v) for v in b],
                     "score": float(s),
                 }
-                for i, c, b, s in zip(dets.img, dets.cat, dets.bbox, dets.score)
+                for i, c, b, s in zip(dets.img.tolist(), dets.cat.tolist(), dets.bbox, dets.score)
             ]
             coco_dt = coco_gt.loadRes(records)
         else:

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bins import SizeBin
+from detector.utils.bins import SizeBin
+
 from .coco_io import Detections, GroundTruth
 from .fast_eval import EPS, _seg_cumsum, build_match_table, coco_rec_thrs
 from .matching import candidate_pairs

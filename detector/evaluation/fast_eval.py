@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .bins import SizeBin
+from detector.utils.bins import SizeBin
+
 from .coco_io import Detections, GroundTruth
 from .matching import candidate_pairs, greedy_match
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .bins import SizeBin
+from detector.utils.bins import SizeBin
+
 from .errors import ERROR_TYPES
 from .summary import bin_metrics, flat_summary, per_class_ap, thr_label
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bins import SizeBin
+from detector.utils.bins import SizeBin
 
 
 def mean_valid(s: np.ndarray) -> float | None:

@@ -2,8 +2,10 @@
 
 Single-map variants (c5, dc5, dc4, with or without HDC rates) put every anchor size on the one
 feature map ``"0"``; ``fpn`` puts one size per level (5 levels: ``"0"``-``"3"`` and ``"pool"``).
-The RPN/RoI parameters come from ``model.rpn`` and ``model.roi``. ``model.transform.min_size``
-0 keeps images at the size the data pipeline produced (:class:`NativeSizeTransform`).
+The RPN/RoI parameters come from ``model.rpn`` and ``model.roi``; their ``matcher`` keys (iou,
+nwd, rfla) are wired by :func:`~detector.models.matchers.configure_matchers` (iou leaves
+torchvision's modules as built). ``model.transform.min_size`` 0 keeps images at the size the
+data pipeline produced (:class:`NativeSizeTransform`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from detector.config.loader import ConfigError
 
 from .backbone import OUTPUT_STRIDES, VARIANTS, build_backbone
+from .matchers import configure_matchers
 
 FPN_LEVELS = ["0", "1", "2", "3", "pool"]
 
@@ -115,6 +118,7 @@ def build_detector(cfg, num_classes: int | None = None) -> FasterRCNN:
     )
     model.transform = build_transform(mcfg["transform"])
     model.output_stride = OUTPUT_STRIDES[variant]
+    configure_matchers(model, mcfg)
     return model
 
 

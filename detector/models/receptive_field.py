@@ -111,3 +111,89 @@ def stage_receptive_fields(backbone: nn.Module, input_size: int = 64) -> dict[st
         stage = next((p for p in parts if p.startswith("layer") or p == "reduce"), "stem")
         stats[stage] = {"rf": layer.rf, "jump": layer.jump}
     return stats
+
+
+def extend_receptive_field(module: nn.Module, rf: int, jump: int) -> tuple[int, int]:
+    """``(rf, jump)`` after the convs/pools of ``module`` applied to a map that has ``rf`` and
+    ``jump`` already. For plain chains only (a conv, a ``Conv2dNormActivation``, a
+    ``Sequential``): their registration order is their execution order, so no walk is run."""
+    for m in module.modules():
+        if isinstance(m, _LAYERS):
+            k, s = _pair(m.kernel_size), _pair(m.stride)
+            d = _pair(m.dilation) if hasattr(m, "dilation") else 1
+            rf += (effective_kernel(k, d) - 1) * jump
+            jump *= s
+    return rf, jump
+
+
+def _map_strides(backbone: nn.Module, input_size: int) -> dict[str, int]:
+    """The stride of every map ``backbone`` returns, measured on an ``input_size`` square."""
+    p = next(backbone.parameters(), None)
+    x = torch.zeros(1, 3, input_size, input_size, device=p.device if p is not None else "cpu")
+    was_training = backbone.training
+    try:
+        backbone.eval()
+        with torch.no_grad():
+            feats = backbone(x)
+    finally:
+        backbone.train(was_training)
+    return {name: input_size // f.shape[-2] for name, f in feats.items()}
+
+
+def feature_receptive_fields(backbone: nn.Module, input_size: int = 128) -> dict[str, dict]:
+    """``{map name: {rf, jump, stride, path}}`` for every feature map ``backbone`` returns.
+
+    ``rf`` is the theoretical RF (px, one side) of a unit of that map along its bottom-up path
+    and ``stride`` the map's stride, measured from its shape (it must equal the walk's ``jump``).
+    Derived from the module, not from its variant name:
+
+    * a single-map backbone (c5, dc5, dc4, any rates, with or without ``reduce``): the walk of
+      :func:`receptive_field` over the whole chain;
+    * a torchvision ``BackboneWithFPN``: level ``i`` (P2..P5) is the returned stage ``C_i`` of
+      the body walk, then the FPN's own lateral (1x1: adds nothing) and output (3x3: adds
+      ``2 * jump``) convs. The top-down path is left out: it feeds every level the upsampled
+      coarser maps, so following it would give every level (nearly) C5's RF. ``LastLevelMaxPool``
+      ("pool", P6) subsamples the last level with a 1x1 max-pool of stride 2: same RF, twice
+      the jump.
+    """
+    strides = _map_strides(backbone, input_size)
+    out: dict[str, dict] = {}
+    if hasattr(backbone, "fpn") and hasattr(backbone, "body"):
+        from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+        stages = stage_receptive_fields(backbone)
+        fpn = backbone.fpn
+        for i, (stage, name) in enumerate(backbone.body.return_layers.items()):
+            rf, jump = stages[stage]["rf"], stages[stage]["jump"]
+            rf, jump = extend_receptive_field(fpn.inner_blocks[i], rf, jump)
+            rf, jump = extend_receptive_field(fpn.layer_blocks[i], rf, jump)
+            out[name] = {"rf": rf, "jump": jump, "path": f"{stage} + FPN 1x1 lateral, 3x3 output"}
+        extra = [n for n in strides if n not in out]
+        if extra:
+            if not isinstance(fpn.extra_blocks, LastLevelMaxPool) or len(extra) != 1:
+                raise NotImplementedError(
+                    f"no receptive-field rule for the FPN extra block "
+                    f"{type(fpn.extra_blocks).__name__} (maps {extra}); add one here"
+                )
+            last = list(out)[-1]
+            out[extra[0]] = {
+                "rf": out[last]["rf"],
+                "jump": out[last]["jump"] * 2,
+                "path": f"{last} + 1x1 max-pool, stride 2",
+            }
+    else:
+        if len(strides) != 1:
+            raise NotImplementedError(
+                f"{type(backbone).__name__} returns {len(strides)} maps but is not an FPN: "
+                "no receptive-field rule for it"
+            )
+        last = receptive_field(backbone, (1, 3, 64, 64))[-1]
+        out[next(iter(strides))] = {"rf": last.rf, "jump": last.jump, "path": "backbone chain"}
+    for name, level in out.items():
+        level["stride"] = strides[name]
+        if level["stride"] != level["jump"]:
+            raise RuntimeError(
+                f"map {name!r}: the RF walk gives jump {level['jump']} but the map has stride "
+                f"{level['stride']}; the walk does not follow this backbone's path"
+            )
+    return {name: {k: out[name][k] for k in ("rf", "jump", "stride", "path")} for name in out}

@@ -4,7 +4,9 @@
 - :mod:`.runner` - scheduling, skip-finished, resume-interrupted, failure isolation, one run per
   GPU,
 - :mod:`.worker` - what each run executes in its own process (train, then eval),
-- :mod:`.report` - ``report.md`` / ``report.json``, plots, TensorBoard HParams.
+- :mod:`.report` - ``report.md`` / ``report.json``, plots, TensorBoard HParams, composed from
+  :mod:`.collect`, :mod:`.stats`, :mod:`.coverage`, :mod:`.markdown`, :mod:`.plots` and
+  :mod:`.hparams`.
 """
 
 from .report import write_report

@@ -1,7 +1,6 @@
 """File names inside a study's run directory (one place, shared by runner, worker and report)."""
 
 FINAL_MODEL = "model_final.pth"  # written by the trainer when training is complete
-LAST_POINTER = "last_checkpoint"  # written by the trainer with every checkpoint
 RESULTS_FILE = "results_val.json"  # COCO detections on the validation set
 EVAL_FILE = "study_eval.json"  # evaluation + model facts + timings; written last (= evaluated)
 STATUS_FILE = "study_status.json"  # ok / failed, message, attempts, log tail

@@ -37,8 +37,6 @@ import hashlib
 import json
 import os
 import queue
-import re
-import socket
 import subprocess
 import sys
 import threading
@@ -47,10 +45,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from detector.utils.dotted import diff_dotted
+from detector.utils.files import atomic_write_json
+from detector.utils.files import read_json_or as read_json
+from detector.utils.lock import take_lock
+
 from .layout import (
     EVAL_FILE,
     FINAL_MODEL,
-    LAST_POINTER,
     LOCK_FILE,
     LOG_FILE,
     RESULTS_FILE,
@@ -60,7 +62,6 @@ from .layout import (
 from .spec import Run, StudySpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CKPT_RE = re.compile(r"^model_\d{7}\.pth$")
 LOG_TAIL_LINES = 40
 
 
@@ -72,11 +73,12 @@ def run_state(run_dir: Path) -> str:
     run_dir = Path(run_dir)
     if (run_dir / FINAL_MODEL).is_file():
         return "finished" if (run_dir / EVAL_FILE).is_file() else "trained"
-    if (run_dir / LAST_POINTER).is_file():
-        return "interrupted"
-    if run_dir.is_dir() and any(CKPT_RE.match(p.name) for p in run_dir.iterdir()):
-        return "interrupted"
-    return "new"
+    # any file of the trainer's (a checkpoint, or only config.yaml/metrics.jsonl of a run that
+    # failed before its first checkpoint): the trainer refuses such a directory without
+    # --resume, and resumes it from the last checkpoint or starts it over cleanly
+    from detector.engine.rundir import run_files
+
+    return "interrupted" if run_files(run_dir) else "new"
 
 
 def settings_of(run: Run) -> dict:
@@ -96,15 +98,8 @@ def settings_of(run: Run) -> dict:
     }
 
 
-def _changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _changed_keys(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
-    return out
+def _changed_keys(a: dict, b: dict) -> list[str]:
+    return [f"{k}: {va!r} -> {vb!r}" for k, va, vb in diff_dotted(a, b)]
 
 
 def settings_changed(run: Run) -> list[str]:
@@ -119,49 +114,6 @@ def settings_changed(run: Run) -> list[str]:
     if new["config_hash"] == old["config_hash"]:
         return []
     return _changed_keys(old.get("resolved", {}), new["resolved"]) or ["config hash differs"]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _take_lock(path: Path) -> bool:
-    """Create ``path`` exclusively (``pid@host``); a lock of a dead process on this host is
-    taken over. False when a live process holds it."""
-    me = f"{os.getpid()}@{socket.gethostname()}"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            holder = path.read_text(errors="replace").strip()
-            pid, _, host = holder.partition("@")
-            if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
-                path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            return False
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        return True
-    return False
-
-
-def read_json(path: Path, default=None):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return default
-
-
-def _write_json(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES, since: int = 0) -> str:
@@ -312,7 +264,7 @@ class StudyRunner:
             return RunOutcome(run, state, "skipped", "finished earlier")
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = run_dir / LOCK_FILE
-        if not _take_lock(lock):
+        if not take_lock(lock):
             holder = lock.read_text(errors="replace").strip() if lock.exists() else "?"
             msg = f"another study process is running it ({holder}); left alone"
             self.echo(f"[study] {run.key}: {msg}")
@@ -332,7 +284,7 @@ class StudyRunner:
         def fail(msg: str, phases: list[str]) -> RunOutcome:
             tail = log_tail(log_path, since=start)
             prev = read_json(status_path, {}) or {}
-            _write_json(
+            atomic_write_json(
                 {
                     "status": "failed",
                     "message": msg,
@@ -363,7 +315,7 @@ class StudyRunner:
                     [],
                 )
             self.echo(f"[study] {run.key}: settings changed, going on as asked: {diff[:8]}")
-        _write_json(settings, settings_path)
+        atomic_write_json(settings, settings_path)
 
         env = self._env(gpu)
         phases: list[str] = []
@@ -391,7 +343,7 @@ class StudyRunner:
             if not (run_dir / RESULTS_FILE).is_file():
                 self.echo(f"[study] {run.key}: no {RESULTS_FILE}, so no bootstrap CI for it")
         secs = time.time() - t0
-        _write_json({"status": "ok", "seconds": secs, "time": time.time()}, status_path)
+        atomic_write_json({"status": "ok", "seconds": secs, "time": time.time()}, status_path)
         self.echo(f"[study] done   {run.key} in {secs:.0f} s")
         return RunOutcome(run, state, "ok", "", "", secs, phases)
 

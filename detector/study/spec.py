@@ -45,7 +45,6 @@ are ``common + variants.v.overrides + [seed=s, output_dir=<run dir>]``.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from dataclasses import dataclass, field
@@ -53,6 +52,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from detector.utils.errors import SmalldetError
+from detector.utils.suggest import suggest
 
 STUDY_KEYS = {
     "name": "report title",
@@ -76,17 +78,8 @@ VARIANT_KEYS = {"config": "config file", "overrides": "list of KEY=VALUE", "labe
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 PLACEHOLDERS = {"python", "config", "run_dir", "seed", "variant", "overrides", "resume"}
 
-# config keys always shown in the HParams view (when the config has them)
-DEFAULT_HPARAMS = [
-    "model.variant",
-    "model.backbone.depth",
-    "solver.lr",
-    "solver.max_iter",
-    "solver.ims_per_batch",
-]
 
-
-class StudyError(ValueError):
+class StudyError(SmalldetError, ValueError):
     """A study file that cannot be run as written."""
 
 
@@ -148,11 +141,6 @@ class StudySpec:
         return out
 
 
-def _suggest(key: str, choices) -> str:
-    close = difflib.get_close_matches(str(key), list(choices), n=1, cutoff=0.5)
-    return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {sorted(choices)}"
-
-
 def _resolve_path(value: Any, where: str, study_dir: Path | None) -> Path:
     if not isinstance(value, str) or not value.strip():
         raise StudyError(f"{where}: expects a path to a config file, got {value!r}")
@@ -207,7 +195,7 @@ def _command(value: Any, where: str) -> list[str] | None:
         for name in re.findall(r"{(\w+)}", item):
             if name not in PLACEHOLDERS:
                 raise StudyError(
-                    f"{where}: unknown placeholder {{{name}}}{_suggest(name, PLACEHOLDERS)}"
+                    f"{where}: unknown placeholder {{{name}}}{suggest(name, PLACEHOLDERS)}"
                 )
     return value
 
@@ -225,7 +213,7 @@ def parse_study(data: Any, path: Path | None = None, check_configs: bool = True)
         raise StudyError(f"{src}: a study must be a mapping of keys, got {type(data).__name__}")
     for key in data:
         if key not in STUDY_KEYS:
-            raise StudyError(f"{src}: unknown key {key!r}{_suggest(key, STUDY_KEYS)}")
+            raise StudyError(f"{src}: unknown key {key!r}{suggest(key, STUDY_KEYS)}")
     study_dir = path.parent.resolve() if path else None
 
     name = data.get("name") or (path.stem if path else "study")
@@ -260,7 +248,7 @@ def parse_study(data: Any, path: Path | None = None, check_configs: bool = True)
             raise StudyError(f"{where}: expects a mapping with 'config' and/or 'overrides'")
         for key in vdata:
             if key not in VARIANT_KEYS:
-                raise StudyError(f"{where}: unknown key {key!r}{_suggest(key, VARIANT_KEYS)}")
+                raise StudyError(f"{where}: unknown key {key!r}{suggest(key, VARIANT_KEYS)}")
         if "config" in vdata:
             cfg_path = _resolve_path(vdata["config"], f"{where}: 'config'", study_dir)
         elif base_path is not None:
@@ -277,7 +265,7 @@ def parse_study(data: Any, path: Path | None = None, check_configs: bool = True)
     baseline = data.get("baseline", next(iter(variants)))
     if baseline not in variants:
         raise StudyError(
-            f"{src}: baseline {baseline!r} is not a variant{_suggest(baseline, variants)}"
+            f"{src}: baseline {baseline!r} is not a variant{suggest(baseline, variants)}"
         )
 
     seeds = data.get("seeds", [0])

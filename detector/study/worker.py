@@ -3,9 +3,10 @@
     python -m detector.study.worker train --config CFG --output RUN_DIR [--resume] KEY=VALUE...
     python -m detector.study.worker eval  --config CFG --output RUN_DIR KEY=VALUE...
 
-``train`` calls :func:`detector.engine.trainer.train`. ``eval`` loads ``model_final.pth``, runs
-inference on the validation set, times the model's forward pass (batch 1, median over up to 10
-validation images after 2 warm-up ones), writes the detections to ``results_val.json`` and the
+``train`` calls :func:`detector.engine.trainer.train`. ``eval`` loads ``model_final.pth`` once
+(:func:`detector.engine.loading.load_trained_model`), runs inference on the validation set,
+times the model's forward pass (batch 1, median over up to 10 validation images after 2
+warm-up ones), writes the detections to ``results_val.json`` and the
 full size-stratified evaluation, the model facts and the timings to ``study_eval.json`` (written
 last and atomically: its presence marks the run as evaluated).
 """
@@ -14,36 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
 import time
 from pathlib import Path
 
 from detector.study.layout import EVAL_FILE, FINAL_MODEL, RESULTS_FILE
-
-
-def _write_json_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
-    os.replace(tmp, path)
-
-
-def _json_default(o):
-    try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    return repr(o)
+from detector.utils.errors import SmalldetError
+from detector.utils.files import atomic_write_json, read_json
 
 
 def _load_cfg(config: str, overrides: list[str], run_dir: Path):
@@ -90,28 +69,17 @@ def peak_memory_mb(device: str | None = None) -> dict:
     return out
 
 
-def time_inference(cfg, ckpt: Path, max_images: int = 10, warmup: int = 2) -> dict:
-    """Forward-only latency of the trained model, batch 1, on up to ``max_images`` validation
-    images (after ``warmup`` untimed ones): median and mean seconds per image."""
+def time_inference(model, dataset, device, max_images: int = 10, warmup: int = 2) -> dict:
+    """Forward-only latency of ``model`` (loaded, in eval mode), batch 1, on up to
+    ``max_images`` images of ``dataset`` (after ``warmup`` untimed ones): median and mean
+    seconds per image."""
     import torch
 
-    from detector.data import build_dataset
-    from detector.engine.checkpoint import extract_state_dict, load_checkpoint
-    from detector.engine.distributed import resolve_device
-    from detector.models import build_detector
-
-    device = resolve_device(cfg.device)
-    sd = extract_state_dict(load_checkpoint(ckpt), ckpt)
-    w = sd.get("roi_heads.box_predictor.cls_score.weight")
-    model = build_detector(cfg, num_classes=int(w.shape[0]) - 1 if w is not None else None)
-    model.load_state_dict(sd, strict=True)
-    model.to(device).eval()
-    ds = build_dataset(cfg, "val")
-    n = min(len(ds), max_images + warmup)
+    n = min(len(dataset), max_images + warmup)
     times = []
     with torch.inference_mode():
         for i in range(n):
-            img = ds[i][0].to(device)
+            img = dataset[i][0].to(device)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
@@ -144,7 +112,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from detector.engine.inference import run_inference
+    from detector.data import build_dataset
+    from detector.engine.inference import predict_split
+    from detector.engine.loading import load_trained_model, model_device
     from detector.evaluation import evaluate
 
     run_dir = Path(args.output)
@@ -154,20 +124,24 @@ def cmd_eval(args) -> int:
         print(f"no {ckpt}: the run has not finished training", file=sys.stderr)
         return 2
 
+    device = model_device(cfg)
+    dataset = build_dataset(cfg, "val")
+    # one load serves the inference pass and the timing (CheckpointError: one line, exit 1)
+    model, _ = load_trained_model(cfg, ckpt, device, dataset=dataset)
+    gt_path = Path(dataset.ann_file)
     t0 = time.perf_counter()
-    results, gt_path = run_inference(cfg, str(ckpt))
+    results = predict_split(cfg, model, dataset, device)
     elapsed = time.perf_counter() - t0
-    results = list(results)
-    gt = json.loads(Path(gt_path).read_text())
+    gt = read_json(gt_path, "ground-truth file")
     n_images = len(gt.get("images", []))
-    _write_json_atomic(results, run_dir / RESULTS_FILE)
+    atomic_write_json(results, run_dir / RESULTS_FILE)
 
     report = evaluate(
         str(gt_path),
         results,
         bins=cfg.eval.bins,
         max_dets=list(cfg.eval.max_dets),
-        backend=cfg.eval.get("backend", "fast"),
+        backend=cfg.eval.backend,
     )
     facts: dict = {}
     try:
@@ -178,14 +152,14 @@ def cmd_eval(args) -> int:
         facts = {"error": f"{type(err).__name__}: {err}"}
     facts["input_size"] = list(input_size(cfg, gt))
     try:
-        timing = time_inference(cfg, ckpt)
+        timing = time_inference(model, dataset, device)
     except Exception as err:  # noqa: BLE001 - fall back to the wall time of the whole pass
         timing = {"error": f"{type(err).__name__}: {err}"}
 
     out = {
         "summary": dict(report.summary),
-        "eval": report.to_dict() if hasattr(report, "to_dict") else {},
-        "gt_path": str(Path(gt_path).resolve()),
+        "eval": report.to_dict(),
+        "gt_path": str(gt_path.resolve()),
         "num_images": n_images,
         "num_detections": len(results),
         "inference_total_s": elapsed,
@@ -193,10 +167,10 @@ def cmd_eval(args) -> int:
         "inference_timing": timing,
         "peak_memory": peak_memory_mb(),
         "model_info": facts,
-        "device": timing.get("device_name") or str(cfg.device),
+        "device": timing.get("device_name") or str(device),
     }
-    _write_json_atomic(out, run_dir / EVAL_FILE)
-    print(json.dumps(out["summary"], indent=1, default=_json_default))
+    atomic_write_json(out, run_dir / EVAL_FILE)
+    print(json.dumps(out["summary"], indent=1, default=str))
     return 0
 
 
@@ -208,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true")
     p.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides")
     args = p.parse_intermixed_args(argv)
-    return cmd_train(args) if args.phase == "train" else cmd_eval(args)
+    try:
+        return cmd_train(args) if args.phase == "train" else cmd_eval(args)
+    except SmalldetError as err:  # a user-fixable problem: its message, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
