@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from detector.utils.files import atomic_write_json
+
 CLASSES = ("circle", "square", "triangle", "cross", "ring")
 DEFAULT_SIZE_MIX: tuple[tuple[float, float, float], ...] = (
     (4, 8, 0.30),
@@ -344,8 +346,7 @@ def generate_dataset(
         ],
     }
     ann_path = out / "annotations.json"
-    with open(ann_path, "w", encoding="utf-8") as f:
-        json.dump(data, f, sort_keys=True, separators=(",", ":"))
+    atomic_write_json(data, ann_path, indent=None, sort_keys=True)
     return img_dir, ann_path
 
 
@@ -384,7 +385,7 @@ def builtin_paths(cfg, generate: bool = True) -> dict:
             generate_dataset(
                 tmp / "val", params["num_val"], params["image_size"], params["seed"], salt=1
             )
-            (tmp / "params.json").write_text(json.dumps(params, sort_keys=True, indent=1))
+            atomic_write_json(params, tmp / "params.json", sort_keys=True)
             try:
                 os.rename(tmp, final)
             except OSError:
