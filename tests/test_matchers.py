@@ -349,3 +349,13 @@ def test_anchor_coverage_reports_fpn_levels():
     assert res["strides"] == [4, 8, 16, 32, 64] and res["maps"] == ["0", "1", "2", "3", "pool"]
     levels = res["bins"]["small"]["positive_levels"]
     assert levels["0"] == 1.0  # a 16 px box: P2's 25.5 px prior fits it best
+
+
+def test_anchor_coverage_skips_degenerate_boxes_in_the_matcher_view():
+    # a zero-width box never reaches training (torchvision refuses it): no positives, no error
+    grid = ["model.variant=dc5", "model.anchors.sizes=[16]", "model.anchors.aspect_ratios=[1.0]"]
+    cfg = _cfg(*grid, "model.rpn.matcher=rfla")
+    res = anchor_coverage(cfg, _coco([[2, 2, 16, 16], [30, 30, 0, 10]]), bins="coco")
+    assert res["bins"]["all"]["count"] == 2
+    assert res["bins"]["all"]["matched"] == 0.5
+    assert res["bins"]["all"]["matched_positives"] == pytest.approx(1.5)  # (3 + 0) / 2

@@ -136,11 +136,12 @@ def anchor_coverage(
         iou = box_iou(gt, anchors.double())
         best_all += iou.max(dim=1).values.tolist()
         positives_all += (iou >= fg).sum(dim=1).tolist()
-        # the training matcher, in the training dtype
+        # the training matcher, in the training dtype, on the boxes training keeps (w, h > 0)
+        keep = torch.nonzero((xywh[:, 2:] > 0).all(dim=1)).flatten()
         with torch.no_grad():
-            matched = match_anchors(rpn, anchors, gt.to(anchors.dtype), levels)
+            matched = match_anchors(rpn, anchors, gt[keep].to(anchors.dtype), levels)
         pos = torch.nonzero(matched >= 0).flatten()
-        owner = matched[pos]
+        owner = keep[matched[pos]]
         matched_all += torch.bincount(owner, minlength=len(anns)).tolist()
         pos_iou = iou[owner, pos]
         for j in range(len(anns)):
