@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate":             ("detector.cli.evaluate", "size-stratified COCO evaluation of a results file or a checkpoint"),
     "compare":              ("detector.cli.compare", "compare runs per size bin with paired bootstrap CIs"),
     "study":                ("detector.cli.study", "train and evaluate every variant and seed of a study, then report"),
+    "curve":                ("detector.cli.curve", "learning curves: AP at every kept checkpoint of training runs"),
     "info":                 ("detector.cli.info", "a model's parameters, FLOPs, stride, receptive field and HDC verdict"),
     "analyze-dilation":     ("detector.cli.analyze_dilation", "receptive field and gridding holes of a stack of dilated convs"),
     "dataset-stats":        ("detector.cli.dataset_stats", "objects per size bin and class of a COCO dataset"),

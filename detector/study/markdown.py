@@ -48,6 +48,33 @@ def _rf(rf: dict | float | None) -> str:
     return f"{rf:g}" if isinstance(rf, (int, float)) and not isinstance(rf, bool) else "–"
 
 
+def _learning_curves(agg: dict) -> list[str]:
+    """The "Learning curves" section: one table per metric, a row per iteration, a column per
+    variant (nothing when no run has a point)."""
+    lc = agg.get("learning_curves")
+    if not lc:
+        return []
+    variants = list(lc["variants"])
+    by_it = {v: {r["iteration"]: r for r in e["points"]} for v, e in lc["variants"].items()}
+    iterations = sorted({it for rows in by_it.values() for it in rows})
+    lines = [
+        "",
+        "## Learning curves",
+        "",
+        "AP in % at each evaluated checkpoint, mean ± std over the seeds that have the point: "
+        "the trainer's evaluations (metrics.jsonl) and the points `smalldet curve RUN_DIR` "
+        "scored and cached (the report scores nothing itself). A gap that closes along the "
+        "schedule is convergence speed; one that stays is what the design reaches.",
+    ]
+    for m in lc["metrics"]:
+        lines += ["", f"**{m}**", "", "| iteration | " + " | ".join(variants) + " |"]
+        lines.append("|---|" + "---|" * len(variants))
+        for it in iterations:
+            cells = [_cell(by_it[v][it][m]) if it in by_it[v] else "–" for v in variants]
+            lines.append(f"| {it} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(agg: dict) -> str:
     """The whole ``report.md`` for ``agg`` (with the extras :func:`write_report` adds)."""
     base = agg["baseline"]
@@ -90,6 +117,8 @@ def markdown(agg: dict) -> str:
     notes = [f"- {v}: {c['note']}" for v, c in cis.items() if c["note"]]
     if notes:
         lines += ["", "Bootstrap notes:", *notes]
+
+    lines += _learning_curves(agg)
 
     # error analysis, bins side by side
     lines += ["", "## Error analysis (dAP, % points, mean over seeds)", ""]

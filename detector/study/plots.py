@@ -1,4 +1,5 @@
-"""The report's figures: AP per size bin, and AP vs IoU threshold for the smallest bins."""
+"""The report's figures: AP per size bin, AP vs IoU threshold for the smallest bins, and AP vs
+iteration (learning curves, also drawn by ``smalldet curve --plot``)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,58 @@ def plot(agg: dict, out_dir: Path) -> list[str]:
         plt.close(fig)
         written.append(name)
     return written
+
+
+# ---------------------------------------------------------------------------- learning curves
+
+LEARNING_CURVES_PNG = "learning_curves.png"
+
+
+def learning_curve_figure(
+    series: dict[str, dict[str, list[tuple[int, float | None]]]], path: str | Path, title: str
+) -> Path:
+    """``{metric: {line label: [(iteration, value 0-1 or None)]}}`` as one panel per metric,
+    AP in % against iteration (shared by ``smalldet curve --plot`` and the study report)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = max(1, len(series))
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 4), squeeze=False)
+    for ax, (metric, lines) in zip(axes[0], series.items()):
+        for label, pts in lines.items():
+            pts = sorted((it, 100 * v) for it, v in pts if v is not None)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(f"{metric} (%)")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        if any(ax.get_lines()):
+            ax.legend(fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_learning_curves(agg: dict, out_dir: Path) -> str:
+    """The report's learning curves (variant means over seeds); returns the file name."""
+    lc = agg["learning_curves"]
+    series = {
+        m: {
+            v: [(row["iteration"], row[m]["mean"]) for row in entry["points"]]
+            for v, entry in lc["variants"].items()
+        }
+        for m in lc["metrics"]
+    }
+    learning_curve_figure(
+        series,
+        Path(out_dir) / LEARNING_CURVES_PNG,
+        f"{agg['name']}: learning curves (mean over seeds)",
+    )
+    return LEARNING_CURVES_PNG

@@ -1,7 +1,7 @@
 """The comparison report of a study: ``report.md``, ``report.json``, plots and TensorBoard HParams.
 
 Everything is read back from the run directories (``study_eval.json``, ``results_val.json``,
-``metrics.jsonl``, ``study_status.json``), so the report can be rebuilt at any time
+``metrics.jsonl``, ``study_status.json``, ``curve/``), so the report can be rebuilt at any time
 (``tools/study.py STUDY --report-only``), also while some runs are missing or failed.
 
 One module per job, composed here:
@@ -12,6 +12,8 @@ One module per job, composed here:
 - :mod:`.coverage` - anchor coverage of the training boxes per variant,
 - :mod:`.markdown` - ``report.md``,
 - :mod:`.plots` - the PNG figures,
+- :mod:`.curves` - learning curves: the points already in the run directories (the report never
+  scores a checkpoint; ``smalldet curve`` does),
 - :mod:`.hparams` - the TensorBoard HParams runs.
 """
 
@@ -25,7 +27,7 @@ from .collect import collect
 from .coverage import anchor_facts
 from .hparams import write_hparams
 from .markdown import markdown
-from .plots import plot
+from .plots import plot, plot_learning_curves
 from .spec import StudySpec
 from .stats import aggregate
 
@@ -47,6 +49,13 @@ def write_report(spec: StudySpec, tensorboard: bool = True, plots: bool = True) 
             agg["plots"] = plot(agg, out)
         except Exception as err:  # noqa: BLE001
             agg["plot_error"] = f"{type(err).__name__}: {err}"
+    if plots and agg["learning_curves"]:  # also while no run has finished
+        try:
+            agg["plots"].append(plot_learning_curves(agg, out))
+        except Exception as err:  # noqa: BLE001
+            agg["plot_error"] = "; ".join(
+                filter(None, [agg.get("plot_error"), f"{type(err).__name__}: {err}"])
+            )
     agg["anchor_coverage"] = anchor_facts(spec, recs)  # guarded per variant
     agg["tb_dir"] = str(out / "tb")
     if tensorboard:

@@ -1,6 +1,6 @@
 """The numbers of a study report: per-variant tables over seeds, paired deltas, bootstrap CIs,
-error analysis, localisation curves and model facts (all of ``report.json`` but the extras
-:func:`detector.study.report.write_report` adds).
+error analysis, localisation curves, learning curves and model facts (all of ``report.json``
+but the extras :func:`detector.study.report.write_report` adds).
 
 Statistics
 ----------
@@ -274,6 +274,51 @@ def _facts(done: list[dict]) -> dict:
     }
 
 
+def learning_curves(spec: StudySpec, recs: list[dict]) -> dict | None:
+    """AP vs iteration per variant, mean ± std over the seeds that have each point; None unless
+    some run has two points or more (the trainer's one ``eval.final`` row is no curve).
+
+    Only what the run directories already hold is read (the trainer's eval rows, the points
+    ``smalldet curve`` cached): the report is rebuilt often and never scores a checkpoint
+    itself. Metrics: AP, AP50 and the smallest bin's AP (:func:`.curves.default_metrics`).
+    """
+    from .curves import default_metrics, read_curve
+
+    runs = [(r["variant"], r["seed"], pts) for r in recs if (pts := read_curve(r["run_dir"]))]
+    if not any(len(pts) > 1 for *_, pts in runs):
+        return None
+    metrics = default_metrics([p for *_, pts in runs for p in pts])
+    variants: dict[str, dict] = {}
+    for v in spec.variants:
+        mine = [(s, {p["iteration"]: p for p in pts}) for vv, s, pts in runs if vv == v]
+        if not mine:
+            continue
+        rows = []
+        for it in sorted({it for _, by_it in mine for it in by_it}):
+            row: dict[str, Any] = {"iteration": it}
+            for m in metrics:
+                vals = [x for _, by_it in mine if is_num(x := by_it.get(it, {}).get(m))]
+                mean, std = mean_std(vals)
+                row[m] = {"mean": mean, "std": std, "n": len(vals)}
+            rows.append(row)
+        variants[v] = {"seeds": [s for s, _ in mine], "points": rows}
+    return {
+        "metrics": metrics,
+        "variants": variants,
+        "runs": [
+            {
+                "variant": v,
+                "seed": s,
+                "points": [
+                    {k: p.get(k) for k in ("iteration", *metrics, "source", "checkpoint")}
+                    for p in pts
+                ],
+            }
+            for v, s, pts in runs
+        ],
+    }
+
+
 def aggregate(spec: StudySpec, recs: list[dict]) -> dict:
     """All numbers of the report, as plain data (this is ``report.json``)."""
     bins = bins_of(recs)
@@ -302,6 +347,7 @@ def aggregate(spec: StudySpec, recs: list[dict]) -> dict:
         },
         "errors": {v: _errors(done[v]) for v in spec.variants},
         "curves": curves,
+        "learning_curves": learning_curves(spec, recs),
         "facts": {v: _facts(done[v]) for v in spec.variants},
         "runs": [
             {
