@@ -45,11 +45,18 @@ def feature_strides(variant: str) -> list[int]:
     return [OUTPUT_STRIDES[variant]]
 
 
+def padded_size(height: int, width: int) -> tuple[int, int]:
+    """The batch size the model's transform pads a ``height x width`` image to."""
+    return (
+        math.ceil(height / SIZE_DIVISIBLE) * SIZE_DIVISIBLE,
+        math.ceil(width / SIZE_DIVISIBLE) * SIZE_DIVISIBLE,
+    )
+
+
 def feature_grid(strides: Sequence[int], height: int, width: int) -> list[tuple[int, int]]:
     """The (height, width) of each feature map for a ``height x width`` image, padded to a
     multiple of 32 first like the model's transform."""
-    ph = math.ceil(height / SIZE_DIVISIBLE) * SIZE_DIVISIBLE
-    pw = math.ceil(width / SIZE_DIVISIBLE) * SIZE_DIVISIBLE
+    ph, pw = padded_size(height, width)
     return [(math.ceil(ph / s), math.ceil(pw / s)) for s in strides]
 
 
@@ -57,9 +64,7 @@ def image_anchors(generator, variant: str | Sequence[int], height: int, width: i
     """All anchors (x1, y1, x2, y2) the model places on one ``height x width`` image;
     ``variant`` is a variant name or the maps' strides."""
     strides = feature_strides(variant) if isinstance(variant, str) else list(variant)
-    ph = math.ceil(height / SIZE_DIVISIBLE) * SIZE_DIVISIBLE
-    pw = math.ceil(width / SIZE_DIVISIBLE) * SIZE_DIVISIBLE
-    images = ImageList(torch.empty(1, 3, ph, pw), [(height, width)])
+    images = ImageList(torch.empty(1, 3, *padded_size(height, width)), [(height, width)])
     # the generator reads only the maps' shapes (and dtype/device)
     maps = [torch.empty(1, 1, h, w) for h, w in feature_grid(strides, height, width)]
     return generator(images, maps)[0]
