@@ -34,13 +34,16 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
+from detector.config.defaults import CHOICES
 from detector.config.loader import ConfigError
 from detector.utils.suggest import suggest
 
 from .receptive_field import feature_receptive_fields
 
-RPN_MATCHERS = ("iou", "nwd", "rfla")
-ROI_MATCHERS = ("iou", "nwd")
+# the allowed values live once, in the config schema (checked at load; here again for configs
+# built in code)
+RPN_MATCHERS = CHOICES["model.rpn.matcher"]
+ROI_MATCHERS = CHOICES["model.roi.matcher"]
 # RFLA (HieAssigner): a point that is not a positive but whose best RFD score reaches this is
 # ignored rather than a negative (it fits some box too well to be called background).
 RFLA_IGNORE_SCORE = 0.8
