@@ -25,6 +25,7 @@ from typing import Any
 
 from detector.utils.errors import SmalldetError
 from detector.utils.files import read_json as _read_json
+from detector.utils.numbers import is_number
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +90,6 @@ def read_json(path: str | Path, key: str = "data.*_ann") -> Any:
     )
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _is_int(v: Any) -> bool:
     """A JSON integer (not a bool, not ``1.0``): ids are dict keys, and ``1.0 == 1`` hides typos."""
     return isinstance(v, int) and not isinstance(v, bool)
@@ -104,7 +101,7 @@ def _polygon_area(seg: Any) -> float | None:
         return None
     total = 0.0
     for poly in seg:
-        if not isinstance(poly, list) or len(poly) < 6 or not all(_is_number(v) for v in poly):
+        if not isinstance(poly, list) or len(poly) < 6 or not all(is_number(v) for v in poly):
             return None
         xs, ys = poly[0::2], poly[1::2]
         s = 0.0
@@ -241,7 +238,7 @@ def validate_coco(
             )
         for k in ("width", "height"):
             v = im[k]
-            if not _is_number(v) or not math.isfinite(v) or v <= 0 or v != int(v):
+            if not is_number(v) or not math.isfinite(v) or v <= 0 or v != int(v):
                 raise DatasetError(
                     f"{path}: image {iid} ({im['file_name']!r}): field '{k}' = {v!r} must be a "
                     "positive whole number of pixels. Fix: write the real pixel size of the image."
@@ -305,7 +302,7 @@ def validate_coco(
         bbox = a["bbox"]
         im = img_by_id[a["image_id"]]
         where = f"{path}: annotation {aid} (image {a['image_id']}, {im['file_name']!r})"
-        if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
             raise DatasetError(
                 f"{where}: field 'bbox' = {bbox!r} must be a list of 4 numbers "
                 "[x, y, width, height]. Fix: rewrite the box in COCO xywh."
@@ -342,7 +339,7 @@ def validate_coco(
         out = dict(a)
         out["bbox"] = [x0, y0, x1 - x0, y1 - y0]
         box_area = (x1 - x0) * (y1 - y0)
-        if "area" not in a or not _is_number(a["area"]) or not math.isfinite(a["area"]):
+        if "area" not in a or not is_number(a["area"]) or not math.isfinite(a["area"]):
             report.area_missing += 1
             out["area"] = box_area
         else:

@@ -60,6 +60,7 @@ from tqdm import tqdm
 from detector.config.loader import ConfigError, save_config
 from detector.utils.errors import SmalldetError
 from detector.utils.lock import release_lock
+from detector.utils.numbers import is_number
 
 from . import distributed as du
 from .checkpoint import (
@@ -596,7 +597,7 @@ class Trainer:
                         max_dets=tuple(cfg.eval.max_dets),
                         backend=cfg.eval.backend,
                     )
-                    summary = {k: float(v) for k, v in report.summary.items() if _is_num(v)}
+                    summary = {k: float(v) for k, v in report.summary.items() if is_number(v)}
                     self.last_report = report
                     self.logger.eval_report(report, iteration)
                     self.logger.record(
@@ -859,10 +860,6 @@ class Trainer:
             atomic_save(unwrap(self.model).state_dict(), Path(dump) / f"rank{self.rank}.pth")
         du.barrier()
         return {**summary, "iteration": iteration, "output_dir": str(self.output_dir)}
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def train(cfg, output_dir=None, resume: bool = False, overwrite: bool = False) -> dict:

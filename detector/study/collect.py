@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from detector.utils.files import read_json_or
+from detector.utils.numbers import is_number
 
 from .layout import EVAL_FILE, RESULTS_FILE, STATUS_FILE
 from .runner import run_state, settings_changed
@@ -32,7 +33,7 @@ from .spec import StudySpec
 
 def is_num(v: Any) -> bool:
     """A finite int or float (not a bool; metrics.jsonl writes non-finite values as strings)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return is_number(v) and math.isfinite(v)
 
 
 def read_jsonl(path: Path) -> list[dict]:
