@@ -224,3 +224,38 @@ def test_train_facts_read_the_trainers_train_rows_only(tmp_path):
     )
     assert train_facts(tmp_path) == {"img_per_s": 20.0, "memory_mb": 300.0}
     assert train_facts(tmp_path / "nowhere") == {"img_per_s": None, "memory_mb": None}
+
+
+def test_variant_with_fewer_seeds_pairs_only_its_own(tmp_path):
+    """A variant that runs only seed 0 is compared with the baseline's seed 0 alone, and its
+    missing seeds are not reported as 'not run yet'."""
+    pytest.importorskip("detector.evaluation.bootstrap")
+    gt = _gt()
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(gt))
+    (tmp_path / "c.yaml").write_text("model:\n  variant: c5\n")
+    data = {
+        "output": str(tmp_path / "out"),
+        "baseline": "base",
+        "seeds": [0, 1],
+        "variants": {"base": "c.yaml", "one": {"config": "c.yaml", "seeds": [0]}},
+        "bootstrap": 20,
+    }
+    p = tmp_path / "study.yaml"
+    p.write_text(yaml.safe_dump(data))
+    spec = load_study(p)
+    dets = {}
+    for r in spec.runs():
+        q = 0.6 if r.variant == "base" else 0.95
+        dets[r.key] = _dets(gt, q, 10 * r.seed + len(r.variant))
+        _fake_run(r.run_dir, gt_path, dets[r.key], r.seed, r.variant)
+    agg = write_report(spec, tensorboard=False, plots=False)
+    row = agg["table"]["one"]
+    assert row["seeds_done"] == [0] and row["metrics"]["AP"]["n"] == 1
+    ap = {
+        k: evaluate(str(gt_path), d, bins="coco", max_dets=[1, 10, 100]).summary["AP"]
+        for k, d in dets.items()
+    }
+    assert abs(row["metrics"]["AP"]["delta"] - (ap["one/seed0"] - ap["base/seed0"])) < 1e-9
+    assert agg["bootstrap"]["variants"]["one"]["seeds"] == [0]
+    assert "one/seed1" not in (Path(spec.output) / "report.md").read_text()

@@ -92,6 +92,11 @@ def test_mapping_style_override_is_accepted(tmp_path, cfgdir):
         ({"variants": {"a": "cfg/a.yaml"}, "seeds": [0, 0]}, "duplicates"),
         ({"variants": {"a": "cfg/a.yaml"}, "seeds": ["x"]}, "integer"),
         ({"variants": {"a": "cfg/a.yaml"}, "common": ["solver.lr"]}, "KEY=VALUE"),
+        (
+            {"variants": {"a": {"config": "cfg/a.yaml", "seeds": [3]}}, "seeds": [0, 1]},
+            r"seeds \[3\] are not among the study's seeds",
+        ),
+        ({"variants": {"a": {"config": "cfg/a.yaml", "seeds": []}}}, "non-empty list"),
         ({"variants": {"a": "cfg/a.yaml"}, "common": ["seed=3"]}, "sets seed and output_dir"),
         ({"variants": {"a": "cfg/a.yaml"}, "parallel": 0}, "integer >= 1"),
         (
@@ -123,6 +128,17 @@ def test_not_a_mapping_and_bad_yaml(tmp_path):
         load_study(p)
     with pytest.raises(StudyError, match="not found"):
         load_study(tmp_path / "missing.yaml")
+
+
+def test_variant_seeds_run_a_subset(tmp_path, cfgdir):
+    """A variant with its own 'seeds' runs only those; the others run every study seed."""
+    data = {
+        "seeds": [0, 1, 2],
+        "variants": {"a": "cfg/a.yaml", "b": {"config": "cfg/b.yaml", "seeds": [0]}},
+    }
+    spec = parse_study(data, _write(tmp_path, data))
+    assert spec.seeds_of("a") == [0, 1, 2] and spec.seeds_of("b") == [0]
+    assert [r.key for r in spec.runs()] == ["a/seed0", "b/seed0", "a/seed1", "a/seed2"]
 
 
 def test_gpus_set_parallel(tmp_path, cfgdir):

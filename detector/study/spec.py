@@ -15,6 +15,7 @@ A study is a YAML mapping::
       fpn: {config: configs/faster_rcnn_r18_fpn.yaml, overrides: [solver.lr=0.01]}
       big: {overrides: [model.backbone.depth=34], label: "R34 DC5"}  # = base + overrides
       r50: configs/faster_rcnn_r50_dc5.yaml   # short form: just the config
+      extra: {overrides: [model.rpn.matcher=nwd], seeds: [0]}  # only some of the seeds
     parallel: 1                        # runs at once (with gpus: one run per listed GPU)
     gpus: []                           # e.g. [0, 1]: one run per GPU via CUDA_VISIBLE_DEVICES
     bootstrap: 1000                    # bootstrap resamples for the CIs, 0 = no CIs
@@ -74,7 +75,12 @@ STUDY_KEYS = {
     "eval_command": "custom evaluation command",
     "description": "free text shown in the report",
 }
-VARIANT_KEYS = {"config": "config file", "overrides": "list of KEY=VALUE", "label": "display name"}
+VARIANT_KEYS = {
+    "config": "config file",
+    "overrides": "list of KEY=VALUE",
+    "label": "display name",
+    "seeds": "the study seeds this variant runs (default: all)",
+}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 PLACEHOLDERS = {"python", "config", "run_dir", "seed", "variant", "overrides", "resume"}
 
@@ -89,6 +95,7 @@ class Variant:
     config: Path
     overrides: list[str] = field(default_factory=list)
     label: str = ""
+    seeds: list[int] | None = None  # None: every seed of the study
 
 
 @dataclass
@@ -125,11 +132,18 @@ class StudySpec:
     eval_command: list[str] | None = None
     description: str = ""
 
+    def seeds_of(self, variant: str) -> list[int]:
+        """The seeds ``variant`` runs, in the study's order (a variant may run only some)."""
+        own = self.variants[variant].seeds
+        return [s for s in self.seeds if own is None or s in own]
+
     def runs(self) -> list[Run]:
         """All runs, seed-major (every variant of seed 0 first) so early results compare."""
         out = []
         for seed in self.seeds:
             for v in self.variants.values():
+                if seed not in self.seeds_of(v.name):
+                    continue
                 run_dir = self.output / "runs" / v.name / f"seed{seed}"
                 overrides = [
                     *self.common,
@@ -259,7 +273,11 @@ def parse_study(data: Any, path: Path | None = None, check_configs: bool = True)
         if not isinstance(label, str):
             raise StudyError(f"{where}: 'label' expects a string, got {label!r}")
         variants[vname] = Variant(
-            vname, cfg_path, _override_list(vdata.get("overrides"), f"{where}: 'overrides'"), label
+            vname,
+            cfg_path,
+            _override_list(vdata.get("overrides"), f"{where}: 'overrides'"),
+            label,
+            _variant_seeds(vdata.get("seeds"), where),
         )
 
     baseline = data.get("baseline", next(iter(variants)))
@@ -277,6 +295,13 @@ def parse_study(data: Any, path: Path | None = None, check_configs: bool = True)
         _int(s, f"{src}: seed {s!r}")
     if len(set(seeds)) != len(seeds):
         raise StudyError(f"{src}: 'seeds' has duplicates: {seeds}")
+    for v in variants.values():
+        extra = sorted(set(v.seeds or []) - set(seeds))
+        if extra:
+            raise StudyError(
+                f"{src}: variant {v.name!r}: seeds {extra} are not among the study's seeds "
+                f"{seeds}; add them to 'seeds:' or drop them from the variant"
+            )
 
     gpus = data.get("gpus", []) or []
     if isinstance(gpus, (int, str)) and not isinstance(gpus, bool):
@@ -323,13 +348,29 @@ def parse_study(data: Any, path: Path | None = None, check_configs: bool = True)
     return spec
 
 
+def _variant_seeds(raw: Any, where: str) -> list[int] | None:
+    if raw is None:
+        return None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise StudyError(f"{where}: 'seeds' expects a non-empty list of integers, got {raw!r}")
+    for s in raw:
+        _int(s, f"{where}: seed {s!r}")
+    if len(set(raw)) != len(raw):
+        raise StudyError(f"{where}: 'seeds' has duplicates: {raw}")
+    return list(raw)
+
+
 def check_run_configs(spec: StudySpec) -> None:
     """Load every run's config now, so a typo fails before hours of training, not after."""
     from detector.config import ConfigError, load_config
 
+    checked: set[str] = set()
     for run in spec.runs():
-        if run.seed != spec.seeds[0]:
+        if run.variant in checked:
             continue  # the seed cannot make a config invalid
+        checked.add(run.variant)
         try:
             load_config(run.config, run.overrides)
         except ConfigError as err:

@@ -202,7 +202,7 @@ def bootstrap_cis(spec: StudySpec, recs: list[dict], keys: list[str]) -> dict[st
 def _table(spec: StudySpec, by: dict, keys: list[str]) -> dict[str, dict]:
     table: dict[str, dict] = {}
     for v in spec.variants:
-        done = [by[(v, s)] for s in spec.seeds if by[(v, s)]["eval"]]
+        done = [by[(v, s)] for s in spec.seeds_of(v) if by[(v, s)]["eval"]]
         row: dict[str, Any] = {"seeds_done": [r["seed"] for r in done], "metrics": {}}
         for k in keys:
             vals = [x for x in (value(r, k) for r in done) if x is not None]
@@ -210,7 +210,9 @@ def _table(spec: StudySpec, by: dict, keys: list[str]) -> dict[str, dict]:
             delta = None
             if v != spec.baseline:
                 diffs = []
-                for s in spec.seeds:
+                for s in spec.seeds_of(v):
+                    if (spec.baseline, s) not in by:
+                        continue
                     va, vb = value(by[(spec.baseline, s)], k), value(by[(v, s)], k)
                     if va is not None and vb is not None:
                         diffs.append(vb - va)
@@ -325,7 +327,7 @@ def aggregate(spec: StudySpec, recs: list[dict]) -> dict:
     metrics = [*MAIN_METRICS, ar_key(recs)]
     keys = [summary_key(m, b) for b in bins for m in metrics]
     by = {(r["variant"], r["seed"]): r for r in recs}
-    done = {v: [by[(v, s)] for s in spec.seeds if by[(v, s)]["eval"]] for v in spec.variants}
+    done = {v: [by[(v, s)] for s in spec.seeds_of(v) if by[(v, s)]["eval"]] for v in spec.variants}
     curves = {v: c for v in spec.variants if (c := _curves(done[v])) is not None}
     return {
         "name": spec.name,
