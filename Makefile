@@ -1,12 +1,15 @@
 # Two entry points for a fresh clone: `make demo` and `make test`.
 # Each creates .venv itself (pip resolves torch/torchvision from the local wheel cache here).
+# Beside them: `make test-fast` while developing, `make tensorboard` to look at the demo run.
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format clean
+.PHONY: demo test test-fast tensorboard lint format clean
+
+RUN ?= runs/demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +24,15 @@ demo: $(STAMP)
 ## Run the whole test suite (ruff included).
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+## The quick subset for development: every test not marked `slow` (pytest -m "not slow"; the
+## slow ones train, spawn torch subprocesses or build full-size models).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+## TensorBoard on the demo run, or on another one: make tensorboard RUN=runs/other
+tensorboard: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir $(RUN)/tb
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -23,6 +23,8 @@ CONSOLE = Path(sys.executable).with_name("smalldet")
 SHIMS = {
     "train": "train",
     "evaluate": "evaluate",
+    "predict": "predict",
+    "convert": "convert",
     "compare": "compare",
     "study": "study",
     "model_info": "info",
@@ -179,6 +181,7 @@ def test_train_config_error_is_one_line_naming_the_key(override, key):
     assert len(lines) == 1 and lines[0].startswith("error: ") and key in lines[0], proc.stderr
 
 
+@pytest.mark.slow  # a subprocess that loads torch before it checks the path: ~20 s under load
 def test_evaluate_missing_checkpoint_is_one_line(tmp_path):
     missing = tmp_path / "model_final.pth"
     proc = _run("evaluate", "--config", "configs/demo.yaml", "--checkpoint", str(missing))
@@ -263,3 +266,128 @@ def test_no_sys_path_edits_anywhere():
                 line = text.count("\n", 0, m.start()) + 1
                 offenders.append(f"{path.relative_to(ROOT)}:{line}")
     assert not offenders, f"sys.path edits (import the installed package instead): {offenders}"
+
+
+# ------------------------------------------------------ nothing lands in the current folder
+
+
+def test_dataset_stats_writes_only_what_it_is_asked_to(tmp_path, monkeypatch, capsys):
+    from detector.cli import dataset_stats
+    from detector.data import generate_dataset
+
+    _, ann = generate_dataset(tmp_path / "data", 2, 64, seed=1)
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert dataset_stats.main(["--ann", str(ann)]) == 0
+    assert "objects per image" in capsys.readouterr().out
+    assert list(here.iterdir()) == []  # no size_histogram.png dropped here unasked
+    stats = tmp_path / "out" / "stats.json"
+    assert dataset_stats.main(["--ann", str(ann), "--json", str(stats)]) == 0
+    assert stats.is_file() and list(here.iterdir()) == []  # asked for: written where told
+
+
+def test_evaluate_checkpoint_writes_its_detections_next_to_the_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
+    import json
+    import types
+
+    pytest.importorskip("detector.engine.distributed")  # the real package, before the fake
+    from detector.cli import evaluate
+
+    gt = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [4, 4, 10, 10],
+                "area": 100,
+                "iscrowd": 0,
+            }
+        ],
+        "categories": [{"id": 1, "name": "x"}],
+    }
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    dets = [{"image_id": 1, "category_id": 1, "bbox": [4, 4, 10, 10], "score": 0.9}]
+    fake = types.ModuleType("detector.engine.inference")
+    fake.run_inference = lambda cfg, ckpt, images=None, ann=None, **kw: (
+        dets,
+        str(tmp_path / "gt.json"),
+    )
+    monkeypatch.setitem(sys.modules, "detector.engine.inference", fake)
+    monkeypatch.setattr(evaluate, "load_cfg", lambda path, opts: {"device": "cpu"})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "model_final.pth").write_bytes(b"")  # only its existence is checked
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    args = ["--config", "c.yaml", "--checkpoint", str(run_dir / "model_final.pth"), "--no-errors"]
+    assert evaluate.main(args) == 0
+    assert list(here.iterdir()) == []
+    assert json.loads((run_dir / "model_final_results_val.json").read_text()) == dets
+    assert evaluate.main([*args, "--data", str(tmp_path / "images")]) == 0
+    assert (run_dir / "model_final_results_images.json").is_file()
+    assert list(here.iterdir()) == []
+
+
+def test_compare_says_no_objects_for_an_empty_bin(tmp_path, capsys):
+    import json
+
+    from detector.cli import compare
+
+    # two images with one 10 px object each: the medium and large bins hold nothing
+    gt = {
+        "images": [{"id": i, "file_name": f"{i}.png", "width": 64, "height": 64} for i in (1, 2)],
+        "annotations": [
+            {
+                "id": i,
+                "image_id": i,
+                "category_id": 1,
+                "bbox": [4, 4, 10, 10],
+                "area": 100,
+                "iscrowd": 0,
+            }
+            for i in (1, 2)
+        ],
+        "categories": [{"id": 1, "name": "x"}],
+    }
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    hit = [{"image_id": i, "category_id": 1, "bbox": [4, 4, 10, 10], "score": 0.9} for i in (1, 2)]
+    (tmp_path / "a.json").write_text(json.dumps(hit[:1]))  # finds one of the two
+    (tmp_path / "b.json").write_text(json.dumps(hit))  # finds both
+    out = tmp_path / "cmp.json"
+    argv = [str(tmp_path / n) for n in ("a.json", "b.json")]
+    assert (
+        compare.main(["--gt", str(tmp_path / "gt.json"), *argv, "--n", "20", "--json", str(out)])
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "nan" not in text
+    rows = {
+        line.split(" | ")[0].strip("| "): line
+        for line in text.splitlines()
+        if line.startswith("| AP")
+    }
+    assert rows["AP_medium"] == "| AP_medium | no objects |  |  |"
+    assert rows["AP_large"] == "| AP_large | no objects |  |  |"
+    # a finds one of two objects at precision 1: 51 of the 101 recall points, AP 50.5; b 100
+    assert "| AP_small | 50.5 [" in rows["AP_small"] and "| 100.0 [" in rows["AP_small"]
+    saved = json.loads(out.read_text())["metrics"]
+    assert saved["AP_large"]["a"] == {
+        "status": "no objects",
+        "value": None,
+        "ci": [None, None],
+    }
+    assert "status" not in saved["AP_small"]["a"]
+
+
+def test_train_refuses_zero_threads(capsys):
+    from detector.cli import train
+
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--config", "configs/demo.yaml", "--threads", "0"])
+    assert exc.value.code == 2 and "--threads must be at least 1" in capsys.readouterr().err

@@ -127,3 +127,54 @@ def test_train_loader_batch_size_overrides_the_config(tmp_path):
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="batch_size must be a positive int"):
             build_train_loader(cfg, ds, batch_size=bad)
+
+
+def _tiny_loader_overrides(tmp_path) -> list[str]:
+    return [
+        f"data.builtin.cache_dir={tmp_path}",
+        "data.builtin.num_train=6",
+        "data.builtin.num_val=1",
+        "data.builtin.image_size=64",
+        "data.transforms.crop_size=48",
+        "solver.ims_per_batch=2",
+        "data.num_workers=1",
+    ]
+
+
+def test_loader_workers_ignore_ctrl_c(tmp_path):
+    """Ctrl-C reaches every process of the terminal's group: it must stop only the main
+    process (whose trainer then checkpoints); the worker ignores it and goes on serving."""
+    import os
+    import signal
+    import time
+
+    cfg = load_config(None, _tiny_loader_overrides(tmp_path))
+    it = iter(build_train_loader(cfg, build_dataset(cfg, "train")))
+    next(it)
+    (worker,) = it._workers  # the one worker process
+    os.kill(worker.pid, signal.SIGINT)
+    time.sleep(0.5)
+    assert worker.is_alive()
+    images, _ = next(it)  # still served
+    assert len(images) == 2
+    del it
+
+
+def test_a_process_that_fails_with_live_workers_still_exits(tmp_path):
+    """A run that stops on an exception while its persistent workers are alive must exit:
+    multiprocessing ends them with SIGTERM at exit, so they must not ignore it."""
+    import subprocess
+    import sys
+
+    cfg_args = _tiny_loader_overrides(tmp_path)
+    code = (
+        "import sys\n"
+        "from detector.config.loader import load_config\n"
+        "from detector.data import build_dataset, build_train_loader\n"
+        f"cfg = load_config(None, {cfg_args!r})\n"
+        "it = iter(build_train_loader(cfg, build_dataset(cfg, 'train')))\n"
+        "next(it)\n"
+        "raise RuntimeError('boom')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "RuntimeError: boom" in proc.stderr

@@ -93,6 +93,7 @@ def test_class_count_mismatches_are_refused(tmp_path):
     _one_line(err)
 
 
+@pytest.mark.slow  # three full-size R18 detectors predicting: ~10 s each on 2 busy cores
 @pytest.mark.parametrize("form", ["training", "model_final", "bare"])
 def test_good_checkpoint_predicts_like_the_saved_model(tmp_path, form):
     cfg, model = _trained()

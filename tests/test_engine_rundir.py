@@ -251,6 +251,31 @@ def test_resume_without_checkpoint_restarts_and_drops_old_rows(tmp_path, make_cf
         train(make_cfg(tmp_path), out, resume=True)
 
 
+def _files(run_dir):
+    """Every file under ``run_dir`` with its bytes and modification time."""
+    return {
+        str(p.relative_to(run_dir)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in run_dir.rglob("*")
+        if p.is_file()
+    }
+
+
+@pytest.mark.slow
+def test_resume_of_a_finished_run_changes_nothing(tmp_path, trained_run, make_cfg, capsys):
+    out = _copy(trained_run, tmp_path)
+    before = _files(out)
+    # a changed eval setting would be recorded in config.yaml if the run went ahead
+    cfg = make_cfg(tmp_path, {"solver": {"max_iter": 4}}, overrides=["eval.period=2"])
+    result = train(cfg, out, resume=True)
+    printed = capsys.readouterr().out
+    assert "holds a finished run: trained to iteration 4" in printed
+    assert "--resume solver.max_iter=8" in printed  # how to train further
+    assert result["iteration"] == 4 and result["output_dir"] == str(out)
+    # no final evaluation, no model rewritten, no config.yaml, no second event file
+    assert _files(out) == before
+    assert not (out / LOCK_NAME).exists()
+
+
 # ----------------------------------------------------- 4. model files carry the fingerprint
 
 

@@ -34,3 +34,52 @@ def test_area_scale_moves_boxes_between_bins():
     )
     assert torch.equal(medium[:, 0, 0], _rgb(GT_PALETTE[1]))
     assert torch.equal(small[:, 0, 0], _rgb(GT_PALETTE[0]))
+
+
+def test_labels_name_the_class_the_bin_and_the_score(monkeypatch):
+    from PIL import ImageDraw
+
+    texts = []
+    real = ImageDraw.ImageDraw.text
+
+    def spy(self, xy, text, *args, **kwargs):
+        texts.append(text)
+        return real(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", spy)
+    image = torch.zeros(3, 256, 256)
+    gt = torch.tensor([[100.0, 100.0, 110.0, 110.0]])  # 10 px: small
+    pred = torch.tensor([[101.0, 100.0, 111.0, 110.0], [10.0, 10.0, 60.0, 60.0]])
+    draw_gt_and_predictions(
+        image,
+        gt,
+        pred,
+        torch.tensor([0.5, 0.834]),
+        bins="coco",
+        min_side=0,
+        gt_labels=torch.tensor([2]),
+        pred_labels=torch.tensor([5, 1]),
+        class_names=["circle", "square", "triangle", "cross", "ring"],
+    )
+    # a square taken for a ring is readable from the labels; GT first, then by score
+    assert texts == ["gt:square small", "circle medium 0.83", "ring small 0.50"]
+
+
+def test_labels_never_overlap_and_skip_what_finds_no_room():
+    from detector.engine.visualize import place_labels
+
+    # two touching 8 px boxes, labels 30x10: the first goes above its box; the second finds
+    # the space above its own box taken and goes below it
+    boxes = [(20.0, 20.0, 28.0, 28.0), (28.0, 20.0, 36.0, 28.0)]
+    spots = place_labels(boxes, [(30, 10)] * 2, 100, 100)
+    assert spots[0] == (20.0, 9.0, 50.0, 19.0)
+    assert spots[1] == (28.0, 29.0, 58.0, 39.0)
+    # an image too small for any candidate: no label rather than one cut off or on top
+    assert place_labels([(0.0, 0.0, 8.0, 8.0)], [(30, 10)], 20, 20) == [None]
+    # a dense row of boxes: some labels are left out, and those placed are clear of each other
+    row = [(float(x), 40.0, x + 6.0, 46.0) for x in range(0, 96, 6)]
+    placed = [s for s in place_labels(row, [(24, 10)] * len(row), 100, 100) if s]
+    assert 2 <= len(placed) < len(row)
+    for i, a in enumerate(placed):
+        for b in placed[i + 1 :]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)

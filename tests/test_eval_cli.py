@@ -79,8 +79,9 @@ def test_evaluate_cli_model_branch(files, monkeypatch, capsys):
     res = json.loads((files / "a.json").read_text())
     calls = {}
 
-    def run_inference(cfg, ckpt, images=None, ann=None):
+    def run_inference(cfg, ckpt, images=None, ann=None, slicing=None):
         calls["args"] = (ckpt, images, ann)
+        calls["slicing"] = slicing
         return res, str(files / "gt.json")
 
     mod = types.ModuleType("detector.engine.inference")
@@ -94,6 +95,7 @@ def test_evaluate_cli_model_branch(files, monkeypatch, capsys):
         ["--config", "c.yaml", "--checkpoint", str(ckpt), "--json", str(out), "--no-errors"]
     )
     assert rc == 0 and calls["args"] == (str(ckpt), None, None)
+    assert calls["slicing"] is None  # whole images unless --slice is given
     assert len(json.loads((files / "model" / "eval_results.json").read_text())) == len(res)
     assert json.loads(out.read_text())["AP"] == pytest.approx(
         evaluate(files / "gt.json", res).summary["AP"]

@@ -84,3 +84,63 @@ def test_weights_equal_duplicated_images():
     g2 = load_gt(dict(gt, images=images, annotations=anns))
     p2, r2, _ = run_cocoeval(g2, load_results(dets, g2), b, (1, 10, 100), coco_iou_thrs())
     assert np.array_equal(p1, p2) and np.array_equal(r1, r2)
+
+
+# ------------------------------------------------------------ scoring presets (dense, tiny)
+
+
+def test_coco_default_is_pycocotools_params_exactly():
+    """No preset, or ``coco``: pycocotools' own iouThrs, maxDets and areaRng, bit for bit."""
+    from pycocotools.cocoeval import Params
+
+    from detector.evaluation.api import resolve_scoring
+
+    ref = Params(iouType="bbox")
+    for preset in (None, "coco"):
+        bins, max_dets, thrs = resolve_scoring(preset)
+        assert np.array_equal(thrs, ref.iouThrs) and list(max_dets) == ref.maxDets
+        b = get_bins(bins)
+        assert [x.area_range for x in b] == ref.areaRng and [x.name for x in b] == ref.areaRngLbl
+
+
+def _preset_parity(gt, res, preset):
+    from detector.evaluation import evaluate
+    from detector.utils.bins import get_eval_preset
+
+    p = get_eval_preset(preset)
+    fast = evaluate(gt, res, errors=False, preset=preset)
+    g = load_gt(gt)
+    d = load_results(res, g)
+    thrs = coco_iou_thrs() if p.iou_thrs is None else np.array(p.iou_thrs)
+    bins = get_bins(p.bins)
+    prec, rec, ev = run_cocoeval(g, d, bins, p.max_dets, thrs)
+    # pycocotools ran with exactly the preset's parameters, and so did the fast path
+    assert list(ev.params.maxDets) == list(p.max_dets) == list(fast.max_dets)
+    assert np.array_equal(ev.params.iouThrs, fast.iou_thrs)
+    assert ev.params.areaRng == [b.area_range for b in fast.bins]
+    assert np.array_equal(fast.precision, prec) and np.array_equal(fast.recall, rec)
+    return fast
+
+
+@pytest.mark.parametrize("preset", ["dense", "tinyperson"])
+def test_parity_presets_generated(preset):
+    """Up to 130 detections per image and class: maxDets 100 truncates, 1500 and 200 do not;
+    IoU 0.25 (TinyPerson) lets looser boxes match, crowd boxes absorb the rest."""
+    gt, res = make_dataset(8, gt_per_image=40, dets_per_image=130, n_cats=2, seed=11)
+    per_cell = np.unique([(r["image_id"], r["category_id"]) for r in res], axis=0, return_counts=1)
+    assert per_cell[1].max() > 100 and any(a["iscrowd"] for a in gt["annotations"])
+    r = _preset_parity(gt, res, preset)
+    if preset == "tinyperson":
+        assert r.summary["AP25"] > r.summary["AP50"] > r.summary["AP75"]
+
+
+@pytest.mark.parametrize("preset", ["dense", "tinyperson"])
+def test_parity_presets_reference_pair(shared_data, preset):
+    """The official COCO reference pair (crowd boxes included) under the dense presets."""
+    import json
+
+    d = shared_data / "coco_eval_reference"
+    exp = json.loads((d / "expected_stats.json").read_text())
+    gt = json.loads((d / exp["gt"]).read_text())
+    res = json.loads((d / exp["bbox"]["dt"]).read_text())
+    _preset_parity(gt, res, preset)

@@ -217,6 +217,40 @@ def test_changed_settings_are_refused_for_unfinished_runs(tmp_path):
     assert o.status == "ok"
 
 
+def test_a_key_added_by_newer_code_at_its_default_is_not_a_change(tmp_path):
+    """A run recorded before a config key existed (here: solver.lr missing from its recorded
+    config) resumes when the key now holds its default, and is refused when it does not."""
+    from detector.config.defaults import DEFAULTS
+
+    p = _study(tmp_path, ["a"], seeds=[0], common=[])  # solver.lr at its default
+    spec = load_study(p)
+    (run,) = spec.runs()
+    StudyRunner(spec, echo=None).run_all()
+    (run.run_dir / "study_eval.json").unlink()  # half done: trained, not evaluated
+    settings_path = run.run_dir / "study_run.json"
+    recorded = json.loads(settings_path.read_text())
+    del recorded["resolved"]["solver"]["lr"]  # as if the key did not exist when it was made
+    recorded["config_hash"] = "0" * 16
+    settings_path.write_text(json.dumps(recorded))
+    (o,) = StudyRunner(spec, echo=None).run_all()
+    assert o.status == "ok", o.message  # lr is at its default: nothing changed
+    assert (
+        json.loads(settings_path.read_text())["resolved"]["solver"]["lr"]
+        == (DEFAULTS["solver"]["lr"])
+    )
+
+    (run.run_dir / "study_eval.json").unlink()
+    recorded = json.loads(settings_path.read_text())
+    del recorded["resolved"]["solver"]["lr"]
+    recorded["config_hash"] = "0" * 16
+    settings_path.write_text(json.dumps(recorded))
+    data = yaml.safe_load(p.read_text())
+    data["common"] = ["solver.lr=0.5"]  # not the default: a real change
+    p.write_text(yaml.safe_dump(data))
+    (o,) = StudyRunner(load_study(p), echo=None).run_all()
+    assert o.status == "failed" and "solver.lr: None -> 0.5" in o.message
+
+
 def test_cli_dry_run_and_exit_codes(tmp_path):
     p = _study(tmp_path, ["a", "crash"], seeds=[0])
     tool = [sys.executable, str(ROOT / "tools" / "study.py"), str(p)]

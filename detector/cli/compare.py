@@ -4,7 +4,9 @@
     smalldet compare --gt GT.json A.json B.json [...] [--bins aitod] [--n 1000] [--json OUT]
 
 The first results file is the baseline; every other run gets its delta against it, starred
-when the 95% CI of the delta excludes 0.
+when the 95% CI of the delta excludes 0. A metric of a size bin without ground-truth objects
+reads "no objects" (as in ``smalldet evaluate``) in the table; in the JSON its values are
+null and each run's entry has ``"status": "no objects"``.
 
 Exit codes: 0 compared; 2 bad input: unreadable or inconsistent GT/results, a bad flag value
 (``--bins``, ``--max-dets``, ``--metrics``, ``--names``), any SmalldetError or a path that
@@ -36,12 +38,27 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="comma-separated keys (default: AP, AP50, AP75 and AP_<bin>)")
     p.add_argument("--n", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0)
+    from detector.evaluation.bootstrap import CI_METHODS, DEFAULT_CI, DEFAULT_DELTA_CI
+
+    p.add_argument(
+        "--ci",
+        choices=CI_METHODS,
+        help=f"interval method for values and deltas (default: {DEFAULT_CI} for each run's "
+        f"value, {DEFAULT_DELTA_CI} for the deltas, the best-covering ones in "
+        "docs/bootstrap_coverage.md)",
+    )
     p.add_argument(
         "--categories",
         help="comma-separated category names or ids to score alone (pycocotools' catIds)",
     )
     p.add_argument("--json", help="write values, CIs and deltas to this JSON file")
     return p
+
+
+def _empty(out: dict, i: int) -> bool:
+    """Metric ``i`` has no value for any run: its bin holds no ground-truth object (the GT is
+    shared, so one run's value is NaN exactly when every run's is)."""
+    return all(v != v for v in out["values"][:, i])
 
 
 def compare_markdown(out: dict, names: list[str]) -> str:
@@ -53,6 +70,10 @@ def compare_markdown(out: dict, names: list[str]) -> str:
     head = ["metric", *names, *[f"{n} − {names[0]} [95% CI]" for n in names[1:]]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, key in enumerate(out["keys"]):
+        if _empty(out, i):
+            cells = ["no objects", *[""] * (2 * len(names) - 2)]
+            lines.append("| " + " | ".join([key, *cells]) + " |")
+            continue
         row = [key]
         for r in range(len(names)):
             lo, hi = out["ci"][r, i]
@@ -65,6 +86,7 @@ def compare_markdown(out: dict, names: list[str]) -> str:
     lines.append("")
     lines.append(
         f"{out['n']} paired image-level bootstrap resamples (seed {out['seed']}); "
+        f"{out['method']} CIs of the values, {out['delta_method']} CIs of the deltas; "
         "* = the 95% CI of the delta excludes 0."
     )
     return "\n".join(lines) + "\n"
@@ -72,10 +94,18 @@ def compare_markdown(out: dict, names: list[str]) -> str:
 
 def compare_json(out: dict, names: list[str], runs: list[str]) -> dict:
     """Values, CIs and deltas by metric and run name; NaN (an empty bin) becomes null."""
-    res = {"runs": dict(zip(names, runs)), "n": out["n"], "seed": out["seed"], "metrics": {}}
+    res = {
+        "runs": dict(zip(names, runs)),
+        "n": out["n"],
+        "seed": out["seed"],
+        "ci": {"values": out["method"], "deltas": out["delta_method"]},
+        "metrics": {},
+    }
     for i, key in enumerate(out["keys"]):
+        status = {"status": "no objects"} if _empty(out, i) else {}
         res["metrics"][key] = {
             n: {
+                **status,
                 "value": _nan_none(out["values"][r, i]),
                 "ci": [_nan_none(x) for x in out["ci"][r, i]],
                 **(
@@ -125,7 +155,14 @@ def run(args: argparse.Namespace) -> int:
         gt, keep = select_categories(args.gt, args.categories.split(","))
         runs = [keep_categories(r, keep) for r in runs]
     out = bootstrap_runs(
-        gt, runs, keys, n=args.n, seed=args.seed, bins=args.bins, max_dets=args.max_dets
+        gt,
+        runs,
+        keys,
+        n=args.n,
+        seed=args.seed,
+        bins=args.bins,
+        max_dets=args.max_dets,
+        **({"method": args.ci, "delta_method": args.ci} if args.ci else {}),
     )
     print(compare_markdown(out, names))
     if args.json:

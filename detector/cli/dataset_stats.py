@@ -4,6 +4,9 @@ class, objects per image (``tools/dataset_stats.py`` is the same command).
     smalldet dataset-stats --ann train.json [--images DIR] [--bins coco|aitod|0,8,16,inf]
         [--max-dets 100] [--plot size_histogram.png] [--json stats.json] [--check]
 
+It writes only what it is asked to (``--plot``, ``--json``), where it is told: nothing lands
+in the current folder by default.
+
 Size bins are the evaluation's presets (detector/utils/bins.py). Objects are binned by their
 ``area`` field, as the evaluation does; ``--bad-area recompute`` bins by w*h instead when the
 file's areas disagree with the boxes.
@@ -36,7 +39,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--max-dets", type=int, default=100, help="the evaluation's largest maxDets")
     p.add_argument("--bad-area", default="warn", choices=["warn", "recompute", "error"])
-    p.add_argument("--plot", default="size_histogram.png", help="histogram PNG ('' = none)")
+    p.add_argument(
+        "--plot", default="", help="write the size histogram to this PNG (default: none)"
+    )
     p.add_argument("--json", default="", help="also write the statistics as JSON here")
     return p
 
@@ -60,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"size histogram: {out}")
     if args.json:
         atomic_write_json({k: v for k, v in stats.items() if not k.startswith("_")}, args.json)
+        print(f"statistics: {args.json}")
     return 0
 
 

@@ -33,12 +33,14 @@ from detector.utils.suggest import suggest
 COMMANDS: dict[str, tuple[str, str]] = {
     "train":                ("detector.cli.train", "train a detector (or resume a run)"),
     "evaluate":             ("detector.cli.evaluate", "size-stratified COCO evaluation of a results file or a checkpoint"),
+    "predict":              ("detector.cli.predict", "predict images (whole or sliced into tiles) with a checkpoint into one COCO results file"),
     "compare":              ("detector.cli.compare", "compare runs per size bin with paired bootstrap CIs"),
     "study":                ("detector.cli.study", "train and evaluate every variant and seed of a study, then report"),
     "curve":                ("detector.cli.curve", "learning curves: AP at every kept checkpoint of training runs"),
     "info":                 ("detector.cli.info", "a model's parameters, FLOPs, stride, receptive field and HDC verdict"),
     "analyze-dilation":     ("detector.cli.analyze_dilation", "receptive field and gridding holes of a stack of dilated convs"),
     "dataset-stats":        ("detector.cli.dataset_stats", "objects per size bin and class of a COCO dataset"),
+    "convert":              ("detector.cli.convert", "labels in YOLO, VOC, VisDrone, DOTA, TinyPerson or AI-TOD format to COCO JSON (or to YOLO)"),
     "anchor-coverage":      ("detector.cli.anchor_coverage", "how well each config's anchors cover a dataset's boxes, per size bin"),
     "make-builtin-dataset": ("detector.cli.make_builtin_dataset", "generate (or find in the cache) the built-in synthetic dataset"),
 }

@@ -87,6 +87,24 @@ DEFAULTS: dict = {
             "image_mean": [0.485, 0.456, 0.406],
             "image_std": [0.229, 0.224, 0.225],
         },
+        "trident": {
+            # TridentNet (Li et al. 2019; docs/trident.md): every block of `stage` runs as
+            # parallel branches that share all weights, branch k at the stage's rates x
+            # branch_rates[k]. c5 / dc5 / dc4 only (not fpn).
+            "enabled": False,
+            "stage": "layer4",  # the dilated stage of dc5 (layer1 | layer2 | layer3 | layer4)
+            "branch_rates": [1, 2, 3],  # multipliers of the stage's rates, increasing
+            # scale-aware training: branch k learns only the boxes (RPN and RoI head) and the
+            # proposals whose sqrt(w h) lies in its range, and at test keeps only detections in
+            # it; off = every branch learns every box (as Detectron2 / MMDetection train it)
+            "scale_aware": True,
+            # per-branch [low, high] px, e.g. [[0, 90], [30, 160], [90, .inf]]; [] = derived
+            # from each branch's receptive field (detector/models/trident.py, docs/trident.md)
+            "ranges": [],
+            # -1: all branches, detections merged by NMS | k: branch k alone (TridentNet-Fast;
+            # also how the evaluation scores one branch). Test time only; not in the fingerprint
+            "test_branch": -1,
+        },
     },
     "data": {
         "source": "builtin",  # builtin | coco
@@ -116,6 +134,16 @@ DEFAULTS: dict = {
             "scale_jitter": [1.0, 1.0],  # random rescale factor range
             "test_scale": 0,  # short side at test time, 0 = native size
             "max_size": 2000,  # cap on the long side after resizing
+        },
+        "tiles": {
+            # sliced training (detector/data/tiles.py): each training sample is a square tile
+            # of its image, cut on the fly; validation images stay whole
+            "enabled": False,
+            "size": 512,  # tile side in px, as the model sees it
+            # magnification: the tile covers size / scale source px (scale 2: objects doubled)
+            "scale": 1.0,
+            "positive_fraction": 0.5,  # share of tiles placed around an object picked at random
+            "min_visibility": 0.5,  # a box cut by the tile keeps this fraction, else dropped
         },
     },
     "solver": {
@@ -147,8 +175,14 @@ DEFAULTS: dict = {
     },
     "eval": {
         "period": 0,  # iterations between evaluations, 0 = none during training
-        "bins": "coco",  # preset name or comma-separated edges
+        # a scoring preset (detector.utils.bins.EVAL_PRESETS: coco | aitod | tinyperson | soda |
+        # dense) sets bins, max_dets and iou_thrs below and raises the model's test-time caps
+        # (model.rpn.*_nms_top_n_test, model.roi.detections_per_img) to reach its largest
+        # maxDets; keys the config sets itself win. "" = none (docs/evaluation.md)
+        "preset": "",
+        "bins": "coco",  # bins preset name or comma-separated edges
         "max_dets": [1, 10, 100],
+        "iou_thrs": [],  # IoU thresholds, e.g. [0.25, 0.5, 0.75]; [] = COCO's 0.50:0.05:0.95
         "backend": "fast",  # fast | pycocotools
         "vis_images": 4,  # val images drawn into TensorBoard at each evaluation
         "final": True,  # evaluate once more at the end of training
@@ -180,6 +214,7 @@ CHOICES: dict[str, tuple] = {
     "model.backbone.norm": ("frozen_bn", "bn", "gn", "syncbn"),
     "model.rpn.matcher": ("iou", "nwd", "rfla"),
     "model.roi.matcher": ("iou", "nwd"),
+    "model.trident.stage": ("layer1", "layer2", "layer3", "layer4"),
     "data.source": ("builtin", "coco"),
     "data.bad_area": ("warn", "recompute", "error"),
     "solver.optimizer": ("sgd", "adamw"),
@@ -188,7 +223,8 @@ CHOICES: dict[str, tuple] = {
     "eval.backend": ("fast", "pycocotools"),
 }
 # eval.bins (a preset of detector.utils.bins.PRESETS or comma-separated edges) is checked by
-# resolving it with get_bins, so the presets are defined in one place only.
+# resolving it with get_bins, and eval.preset with get_eval_preset (applied by the loader), so
+# the presets are defined in one place only.
 
 # Numeric bounds, written as the error message shows them: "> 0", ">= 1", "[0, 1]", "(0, 1]".
 # A list key's bound holds for each of its items. solver.max_iter and solver.steps depend on
@@ -233,6 +269,8 @@ RANGES: dict[str, str] = {
     "model.transform.min_size": ">= 0",
     "model.transform.max_size": ">= 0",
     "model.transform.image_std": "> 0",
+    "model.trident.branch_rates": ">= 1",
+    "model.trident.test_branch": ">= -1",  # and < the number of branches (loader)
     "data.builtin.num_train": ">= 1",
     "data.builtin.num_val": ">= 0",
     "data.builtin.image_size": ">= 1",
@@ -244,6 +282,10 @@ RANGES: dict[str, str] = {
     "data.transforms.scale_jitter": "> 0",
     "data.transforms.test_scale": ">= 0",
     "data.transforms.max_size": ">= 0",
+    "data.tiles.size": ">= 1",
+    "data.tiles.scale": "> 0",
+    "data.tiles.positive_fraction": "[0, 1]",
+    "data.tiles.min_visibility": "[0, 1]",
     "solver.lr": "> 0",
     "solver.momentum": "[0, 1]",
     "solver.betas": "[0, 1)",
@@ -260,6 +302,7 @@ RANGES: dict[str, str] = {
     "checkpoint.keep_last": ">= 0",
     "eval.period": ">= 0",
     "eval.max_dets": ">= 1",
+    "eval.iou_thrs": "(0, 1]",
     "eval.vis_images": ">= 0",
     "log.period": ">= 1",
 }
@@ -270,6 +313,7 @@ ITEMS: dict[str, tuple[type, str]] = {
     "model.anchors.sizes": (float, ">= 1"),
     "model.anchors.aspect_ratios": (float, ">= 1"),
     "model.rpn.rfla.topk": (int, ">= 1"),
+    "model.trident.branch_rates": (int, ">= 1"),  # strictly increasing (loader)
     "model.transform.image_mean": (float, "== 3"),  # one per RGB channel
     "model.transform.image_std": (float, "== 3"),
     "data.transforms.train_scales": (int, ">= 0"),
@@ -277,6 +321,7 @@ ITEMS: dict[str, tuple[type, str]] = {
     "solver.betas": (float, "== 2"),
     "solver.steps": (float, ">= 0"),
     "eval.max_dets": (int, ">= 1"),
+    "eval.iou_thrs": (float, ">= 0"),
 }
 
 # List keys whose items must not decrease.

@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from detector.utils.bins import PRESETS, get_bins
+from detector.utils.bins import PRESETS, get_bins, get_eval_preset, recall_cap_keys
 from detector.utils.dotted import flatten, get_dotted
 from detector.utils.errors import SmalldetError
 from detector.utils.files import atomic_write_text
@@ -462,6 +462,8 @@ def check_values(cfg: dict, origins: dict[str, str] | None = None) -> None:
     _check_schedule(cfg, fail)
     _check_bins(cfg, fail)
     _check_dilations(cfg, fail)
+    _check_trident(cfg, fail)
+    _check_tiles(cfg, fail)
 
 
 def _check_schedule(cfg: dict, fail) -> None:
@@ -520,6 +522,190 @@ def _check_dilations(cfg: dict, fail) -> None:
                 f"{key}.{stage} must be a non-empty list of positive integers (one rate per "
                 f"block, or per 3x3 conv), got {rates!r}",
                 key,
+            )
+
+
+def _range_bound(value: Any) -> float | None:
+    """A scale-range bound as a float (``.inf``, ``"inf"`` or ``1e3`` written as text), else None."""
+    if isinstance(value, str) and value.strip().lower() in ("inf", ".inf", "+inf"):
+        return math.inf
+    number = _number(value)
+    if number is None:
+        return None
+    number = float(number)
+    return None if math.isnan(number) or number == -math.inf else number
+
+
+def _check_trident(cfg: dict, fail) -> None:
+    """``model.trident`` (only when enabled): a single-map variant, strictly increasing branch
+    rates, ``test_branch`` naming a branch, and ``ranges`` empty or one ``[low, high]`` pair per
+    branch with ``0 <= low < high`` (``high`` may be ``.inf``); the pairs become floats in place.
+
+    Every RPN matcher (iou, nwd, rfla) and RoI matcher (iou, nwd) composes with it: the branch
+    routing acts on the labels the matcher gives, so there is nothing to refuse there.
+    """
+    t = cfg["model"]["trident"]
+    if not t["enabled"]:
+        return
+    variant = cfg["model"]["variant"]
+    if variant == "fpn":
+        fail(
+            "model.trident.enabled=true needs a single-map variant (c5, dc5, dc4): the fpn "
+            "variant has one map per level and no dilated stage for the branches to share. "
+            "Fix: set model.variant=dc5 (or dc4), or model.trident.enabled=false",
+            "model.trident.enabled",
+            "model.variant",
+        )
+    rates = t["branch_rates"]
+    if any(b <= a for a, b in zip(rates, rates[1:])):
+        fail(
+            f"model.trident.branch_rates must be strictly increasing (branch k's receptive field "
+            f"grows with k, which the default ranges and the size routing rely on), got {rates!r}",
+            "model.trident.branch_rates",
+        )
+    n = len(rates)
+    if t["test_branch"] >= n:
+        fail(
+            f"model.trident.test_branch={t['test_branch']} but there are {n} branches "
+            f"(model.trident.branch_rates={rates!r}): give -1 (all, merged by NMS) or 0-{n - 1}",
+            "model.trident.test_branch",
+            "model.trident.branch_rates",
+        )
+    ranges = t["ranges"]
+    if not ranges:
+        return
+    key = "model.trident.ranges"
+    example = "[[0, 90], [30, 160], [90, .inf]]"
+    if len(ranges) != n:
+        fail(
+            f"{key} has {len(ranges)} pairs but there are {n} branches (model.trident."
+            f"branch_rates={rates!r}): give one [low, high] per branch, e.g. {example}, or [] "
+            "for the ranges derived from the receptive fields",
+            key,
+            "model.trident.branch_rates",
+        )
+    out = []
+    for k, pair in enumerate(ranges):
+        bounds = [_range_bound(v) for v in pair] if isinstance(pair, list) else []
+        if len(bounds) != 2 or None in bounds or not 0 <= bounds[0] < bounds[1]:
+            fail(
+                f"{key}[{k}] must be [low, high] px with 0 <= low < high (high may be .inf), "
+                f"got {pair!r}; e.g. {example}",
+                key,
+            )
+        out.append(bounds)
+    t["ranges"] = out
+
+
+def tile_window(size: int, scale: float) -> int:
+    """The side, in source pixels, of the window a ``size`` px tile at ``scale`` is cut from
+    (``size / scale`` rounded half up); the data pipeline and the checks here share it."""
+    window = math.floor(size / scale + 0.5)
+    if window < 1:
+        raise ConfigError(
+            f"data.tiles.size={size} at data.tiles.scale={scale:g} is a window of "
+            f"{size / scale:.3g} source px, less than one pixel. Fix: raise data.tiles.size or "
+            "lower data.tiles.scale"
+        )
+    return window
+
+
+def _check_tiles(cfg: dict, fail) -> None:
+    """``data.tiles``: a window of at least one pixel that fits the built-in images, and no
+    second crop or short-side resize that would undo the tile (only when tiling is on)."""
+    t, tr = cfg["data"]["tiles"], cfg["data"]["transforms"]
+    if not t["enabled"]:
+        return
+    keys = ("data.tiles.size", "data.tiles.scale")
+    try:
+        window = tile_window(t["size"], t["scale"])
+    except ConfigError as err:
+        fail(str(err), *keys)
+    if tr["crop_size"] > 0:
+        fail(
+            f"data.tiles.enabled=true with data.transforms.crop_size={tr['crop_size']}: the tile "
+            "already crops the image, and a second crop would cut the forced objects out of it. "
+            "Fix: set data.transforms.crop_size=0 (the tile side is data.tiles.size)",
+            "data.transforms.crop_size",
+            "data.tiles.enabled",
+        )
+    if tr["train_scales"]:
+        fail(
+            f"data.tiles.enabled=true with data.transforms.train_scales={tr['train_scales']}: "
+            "resizing each tile to a short side undoes data.tiles.scale. Fix: set "
+            "data.transforms.train_scales=[] and set the magnification with data.tiles.scale "
+            "(data.transforms.scale_jitter still applies)",
+            "data.transforms.train_scales",
+            "data.tiles.enabled",
+        )
+    side = cfg["data"]["builtin"]["image_size"]
+    if cfg["data"]["source"] == "builtin" and window > side:
+        fail(
+            f"data.tiles.size={t['size']} at data.tiles.scale={t['scale']:g} cuts a "
+            f"{window}x{window} px window, larger than the built-in images "
+            f"(data.builtin.image_size={side}). Fix: set data.tiles.size<="
+            f"{max(1, math.floor(side * t['scale']))}, or data.tiles.scale>="
+            f"{math.ceil(t['size'] / side * 1000) / 1000:g}, or data.builtin.image_size>={window}",
+            *keys,
+            "data.builtin.image_size",
+        )
+
+
+# ------------------------------------------------------------------------------ eval preset
+
+
+def apply_eval_preset(cfg: dict, origins: dict[str, str] | None = None) -> None:
+    """Fill in ``eval.preset``'s bins, maxDets, IoU thresholds and model caps, in place.
+
+    A key set at the preset's level or later keeps its value: with ``eval.preset`` in a config
+    file, any key a file or an override sets; with ``eval.preset`` as a command-line override,
+    only other overrides (without ``origins``: any key that differs from its default). The
+    model's test-time caps are raised to at least the preset's values and the largest maxDets,
+    so that maxDets can be reached; a cap kept below the largest maxDets is refused, since it
+    would cut recall on dense images without a word.
+    """
+    name = cfg["eval"]["preset"]
+    if not name:
+        return
+
+    def level(source: str) -> int:
+        return 1 if source == OVERRIDE else 0
+
+    preset_level = level(_source(origins, "eval.preset"))
+
+    def explicit(key: str) -> bool:
+        if origins is not None:
+            setters = [src for k, src in origins.items() if _related(k, key)]
+            return any(level(src) >= preset_level for src in setters)
+        return get_dotted(cfg, key) != get_dotted(DEFAULTS, key)
+
+    try:
+        preset = get_eval_preset(name)
+    except ValueError as err:
+        raise ConfigError(f"{_source(origins, 'eval.preset')}: eval.preset: {err}") from None
+    ev = cfg["eval"]
+    for key, value in (
+        ("bins", preset.bins),
+        ("max_dets", list(preset.max_dets)),
+        ("iou_thrs", list(preset.iou_thrs or [])),
+    ):
+        if not explicit(f"eval.{key}"):
+            ev[key] = value
+    top = max(ev["max_dets"])
+    needs = {key: top for key in recall_cap_keys(cfg["model"]["variant"])}
+    for key, value in preset.model_caps:
+        needs[key] = max(needs.get(key, 0), value, top)
+    for key, need in needs.items():
+        value = get_dotted(cfg, key)
+        if not explicit(key):
+            _set(cfg, key, max(value, need))
+        elif value < top and key in recall_cap_keys(cfg["model"]["variant"]):
+            raise ConfigError(
+                f"{_source(origins, key)}: {key}={value} is below the largest eval.max_dets "
+                f"{top} of eval.preset={preset.name!r} (set in {_source(origins, 'eval.preset')})"
+                f": the model would stop at {value} per image and cut recall on dense images. "
+                f"Fix: drop that setting of {key} (the preset sets it to {need}) or set it "
+                f">= {top}"
             )
 
 
@@ -614,6 +800,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         cfg = apply_overrides(cfg, overrides, origins)
         validate(cfg, source=OVERRIDE, origins=origins)
     check_values(cfg, origins)
+    apply_eval_preset(cfg, origins)
     return _wrap(cfg)
 
 

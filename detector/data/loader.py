@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 import torch
@@ -13,7 +14,8 @@ from detector.config.loader import ConfigError
 from .coco import CocoDataset
 from .sampler import TrainBatchSampler
 from .synthetic import builtin_paths
-from .transforms import build_transforms
+from .tiles import build_tiles, check_tiles_fit
+from .transforms import Compose, build_transforms
 from .validation import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -66,10 +68,15 @@ def build_dataset(cfg, split: str, *, images=None, ann=None) -> CocoDataset:
         images = d_images if images is None else images
         ann = d_ann if ann is None else ann
     train = split == "train"
-    return CocoDataset(
+    transforms = build_transforms(cfg, train=train)
+    tiles = build_tiles(cfg) if train else None
+    if tiles is not None:
+        # the tile comes first: it sees the native image, the flips and jitter see the tile
+        transforms = Compose([tiles, *transforms.transforms])
+    dataset = CocoDataset(
         images,
         ann,
-        transforms=build_transforms(cfg, train=train),
+        transforms=transforms,
         train=train,
         keep_empty=bool(cfg.data.keep_empty_train) if train else True,
         strict=bool(cfg.data.strict),
@@ -79,6 +86,10 @@ def build_dataset(cfg, split: str, *, images=None, ann=None) -> CocoDataset:
         images_key=keys[0],
         ann_key=keys[1],
     )
+    if tiles is not None:
+        check_tiles_fit(dataset, tiles)
+        logger.info("training on tiles: %r", tiles)
+    return dataset
 
 
 def check_same_categories(train: CocoDataset, val: CocoDataset) -> None:
@@ -145,8 +156,10 @@ def build_train_loader(
         batch_size = _batch_size(cfg, world_size)
     elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int (images per rank), got {batch_size!r}")
+    # tiles are square: grouping them by their source image's aspect would only delay samples
+    tiled = bool(cfg.data.tiles.enabled)
     sampler = TrainBatchSampler(
-        dataset.aspect_ratios(),
+        [1.0] * len(dataset) if tiled else dataset.aspect_ratios(),
         batch_size,
         seed=int(cfg.seed),
         rank=rank,
@@ -163,7 +176,20 @@ def build_train_loader(
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
         prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=ignore_interrupt if workers > 0 else None,
     )
+
+
+def ignore_interrupt(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: a worker ignores SIGINT.
+
+    Ctrl-C reaches every process of the terminal's foreground group; a worker that died of it
+    could end the main process ("DataLoader worker exited unexpectedly") before the trainer's
+    handler finished the iteration and wrote its checkpoint. The main process alone decides to
+    stop. SIGTERM keeps its default: multiprocessing ends its workers with it at exit, and a
+    worker that ignored it would hang the exit of a process that stopped on an exception.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def build_test_loader(
@@ -179,4 +205,5 @@ def build_test_loader(
         num_workers=int(cfg.data.num_workers),
         collate_fn=collate,
         pin_memory=torch.cuda.is_available(),
+        worker_init_fn=ignore_interrupt if int(cfg.data.num_workers) > 0 else None,
     )

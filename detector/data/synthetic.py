@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+from tqdm import tqdm
 
 from detector.utils.files import atomic_write_json
 
@@ -293,16 +294,22 @@ def generate_dataset(
     objects_per_image: tuple[int, int] = (8, 30),
     cluster_prob: float = 0.5,
     empty_prob: float = 0.03,
+    progress: str = "",
 ) -> tuple[Path, Path]:
     """Write ``out_dir/images/*.png`` and ``out_dir/annotations.json``; return both paths.
 
     Image ``i`` depends only on ``(seed, salt, i)``: the train and val splits use salts 0 and 1.
+    ``progress``: a tqdm bar with this description (generation takes minutes on a small CPU,
+    which would otherwise pass in silence); "" = none.
     """
     out = Path(out_dir)
     img_dir = out / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     images, anns = [], []
-    for i in range(int(num_images)):
+    steps = range(int(num_images))
+    if progress:
+        steps = tqdm(steps, desc=progress, unit="img", dynamic_ncols=True, leave=False)
+    for i in steps:
         rng = np.random.default_rng(
             np.random.SeedSequence([int(seed), int(salt), i, GENERATOR_VERSION])
         )
@@ -361,13 +368,14 @@ def builtin_params(cfg) -> dict:
     }
 
 
-def builtin_paths(cfg, generate: bool = True) -> dict:
+def builtin_paths(cfg, generate: bool = True, progress: bool | None = None) -> dict:
     """Paths of the built-in dataset for ``cfg.data.builtin``, generating it on first use
     (``generate=False``: raise ``FileNotFoundError`` instead, for read-only callers).
 
     It lives in ``cache_dir/builtin-<hash of its params>``. Generation goes to a private temp
     dir renamed into place atomically, so concurrent callers (DDP ranks) are safe: a loser of
-    the race discards its copy and uses the winner's.
+    the race discards its copy and uses the winner's. ``progress`` (default
+    ``cfg.log.progress``) shows a bar per split while generating.
     """
     params = builtin_params(cfg)
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
@@ -378,13 +386,21 @@ def builtin_paths(cfg, generate: bool = True) -> dict:
             raise FileNotFoundError(f"the built-in dataset is not generated yet: {final}")
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / f".tmp-builtin-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        if progress is None:
+            log = getattr(cfg, "log", None)
+            progress = bool(log.get("progress", True)) if isinstance(log, dict) else True
+        size, seed = params["image_size"], params["seed"]
         try:
-            generate_dataset(
-                tmp / "train", params["num_train"], params["image_size"], params["seed"], salt=0
-            )
-            generate_dataset(
-                tmp / "val", params["num_val"], params["image_size"], params["seed"], salt=1
-            )
+            for split, n, salt in (
+                ("train", params["num_train"], 0),
+                ("val", params["num_val"], 1),
+            ):
+                desc = (
+                    f"generating the built-in {split} set (cached for later runs)"
+                    if progress
+                    else ""
+                )
+                generate_dataset(tmp / split, n, size, seed, salt=salt, progress=desc)
             atomic_write_json(params, tmp / "params.json", sort_keys=True)
             try:
                 os.rename(tmp, final)

@@ -60,7 +60,9 @@ def resolved_dilations(cfg) -> dict:
     """The per-3x3-conv dilation rates of every dilated stage, as the backbone builds them.
 
     ``{}`` for a plain ResNet; a c5 and a dc5 checkpoint have the same shapes, so only the
-    rates tell them apart. Rates the backbone would refuse are returned as configured.
+    rates tell them apart. Rates the backbone would refuse are returned as configured. With
+    ``model.trident.enabled`` the trident stage holds one list per branch (its rates times each
+    of ``branch_rates``): a trident has dc5's shapes, so this is what tells them apart.
     """
     from detector.models.backbone import STAGES, VARIANTS
 
@@ -85,6 +87,10 @@ def resolved_dilations(cfg) -> dict:
             per_conv = list(rates) if isinstance(rates, list | tuple) else rates
         if not isinstance(per_conv, list) or any(r != 1 for r in per_conv):
             out[name] = per_conv
+        trident = m.get("trident") or {}
+        stage = trident.get("stage", "layer4")
+        if trident.get("enabled") and stage == name and isinstance(per_conv, list):
+            out[name] = [[r * k for r in per_conv] for k in trident.get("branch_rates", [1, 2, 3])]
     return out
 
 

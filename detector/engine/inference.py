@@ -55,8 +55,15 @@ def outputs_to_coco(outputs, targets, label_to_cat_id) -> list[dict]:
 
 
 @torch.no_grad()
-def predict_shard(model, loader, dataset, device=None, autocast_dtype=None, progress=False):
-    """This rank's results and the image ids it saw (``progress``: a tqdm bar on rank 0)."""
+def predict_shard(
+    model, loader, dataset, device=None, autocast_dtype=None, progress=False, forward=None
+):
+    """This rank's results and the image ids it saw (``progress``: a tqdm bar on rank 0).
+
+    ``forward`` replaces ``model(images)`` (sliced inference,
+    :func:`detector.engine.slicing.make_forward`); its boxes are in the frame of the images
+    it was given, like the model's.
+    """
     model_was_training = model.training
     model.eval()
     if device is None:
@@ -69,7 +76,9 @@ def predict_shard(model, loader, dataset, device=None, autocast_dtype=None, prog
             batches = tqdm(loader, desc="inference", unit="batch", dynamic_ncols=True)
         for images, targets in batches:
             images = [im.to(device, non_blocking=True) for im in images]
-            if autocast_dtype is not None and device.type == "cuda":
+            if forward is not None:
+                outputs = forward(images)
+            elif autocast_dtype is not None and device.type == "cuda":
                 with torch.autocast("cuda", dtype=autocast_dtype):
                     outputs = model(images)
             else:
@@ -82,31 +91,42 @@ def predict_shard(model, loader, dataset, device=None, autocast_dtype=None, prog
 
 
 def predict_dataset(
-    model, loader, dataset, device=None, autocast_dtype=None, with_ids=False, progress=False
+    model,
+    loader,
+    dataset,
+    device=None,
+    autocast_dtype=None,
+    with_ids=False,
+    progress=False,
+    forward=None,
 ):
     """COCO results for every image of ``dataset``, gathered from all ranks (on every rank).
 
     With ``with_ids=True`` also returns the list of image ids evaluated, one entry per image
     per rank that ran it (so duplicates or gaps across ranks are visible).
     """
-    results, seen = predict_shard(model, loader, dataset, device, autocast_dtype, progress)
+    results, seen = predict_shard(model, loader, dataset, device, autocast_dtype, progress, forward)
     gathered = all_gather_object((results, seen))
     all_results = [r for part, _ in gathered for r in part]
     all_ids = [i for _, ids in gathered for i in ids]
     return (all_results, all_ids) if with_ids else all_results
 
 
-def predict_split(cfg, model, dataset, device=None, progress=True) -> list[dict]:
+def predict_split(cfg, model, dataset, device=None, progress=True, forward=None) -> list[dict]:
     """COCO results of ``model`` on ``dataset`` with the config's test loader (every rank
     predicts its shard; all ranks get all results)."""
     from detector.data import build_test_loader
 
     loader = build_test_loader(cfg, dataset, rank=get_rank(), world_size=get_world_size())
-    return predict_dataset(model, loader, dataset, device, progress=progress)
+    return predict_dataset(model, loader, dataset, device, progress=progress, forward=forward)
 
 
-def run_inference(cfg, checkpoint_path, images=None, ann=None):
+def run_inference(cfg, checkpoint_path, images=None, ann=None, slicing=None):
     """Predict the val set (or ``images``/``ann``) with a checkpoint: ``(results, gt_path)``.
+
+    ``slicing`` (a :class:`~detector.engine.slicing.SliceSpec`) predicts each image from its
+    tiles: the images then reach it at their original size (the tiles have their own scale,
+    and the whole-image pass, if any, applies the config's test resize itself).
 
     ``checkpoint_path`` may be a full training checkpoint or a ``model_final.pth``
     (:func:`detector.engine.loading.load_trained_model` loads it and refuses a mismatch).
@@ -120,5 +140,11 @@ def run_inference(cfg, checkpoint_path, images=None, ann=None):
     require_checkpoint(checkpoint_path)
     dataset = build_dataset(cfg, "val", images=images, ann=ann)
     model, _ = load_trained_model(cfg, checkpoint_path, device, dataset=dataset)
-    results = predict_split(cfg, model, dataset, device)
+    forward = None
+    if slicing is not None:
+        from .slicing import make_forward
+
+        dataset.transforms = None
+        forward = make_forward(model, cfg, slicing, device)
+    results = predict_split(cfg, model, dataset, device, forward=forward)
     return results, str(Path(dataset.ann_file))

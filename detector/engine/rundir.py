@@ -8,11 +8,11 @@ Claiming (rank 0, at the start of every training):
   training into the same directory is refused naming the holder; a lock left by a dead
   process is taken over;
 - temporary files a killed atomic write left behind (up to a whole checkpoint) are deleted;
-- a directory holding another run's files (:data:`RUN_FILES`, ``model_<iter>.pth``) is refused
-  unless resuming. With ``overwrite`` those files are **moved aside** into
-  ``<dir>/.overwritten-<YYYYmmdd-HHMMSS>/``, not deleted: a finished model is never destroyed
-  by a typo, and deleting that folder is one command once it is not needed. Other files
-  (notes, a study's own files) are left where they are.
+- a directory holding another run's files (:data:`RUN_FILES`, ``model_<iter>.pth``,
+  ``results_val_<iter>.json``) is refused unless resuming. With ``overwrite`` those files are
+  **moved aside** into ``<dir>/.overwritten-<YYYYmmdd-HHMMSS>/``, not deleted: a finished
+  model is never destroyed by a typo, and deleting that folder is one command once it is not
+  needed. Other files (notes, a study's own files) are left where they are.
 
 Resuming with changed settings (:func:`resume_changes`): a change either takes effect, and
 ``config.yaml`` then records it, or it is refused. Keys that shape the model are refused by
@@ -29,7 +29,12 @@ resumed iteration.
 from __future__ import annotations
 
 import errno
+import json
 import os
+import re
+import shlex
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -42,13 +47,16 @@ from .checkpoint import CKPT_RE
 
 LOCK_NAME = ".train.lock"
 ASIDE_PREFIX = ".overwritten-"
-# what a training writes into its directory (besides model_<iter>.pth)
+RESULTS_FINAL = "results_val.json"  # the final evaluation's detections (COCO results)
+RESULTS_RE = re.compile(r"^results_val_(\d{7})\.json$")  # those of a mid-run evaluation
+# what a training writes into its directory (besides model_<iter>.pth, results_val_<iter>.json)
 RUN_FILES = (
     "model_final.pth",
     "model_best.pth",
     "metrics.jsonl",
     "config.yaml",
     "last_checkpoint",
+    RESULTS_FINAL,
     "tb",
 )
 
@@ -84,7 +92,86 @@ def run_files(directory: str | Path) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir() if p.name in RUN_FILES or CKPT_RE.match(p.name))
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if p.name in RUN_FILES or CKPT_RE.match(p.name) or RESULTS_RE.match(p.name)
+    )
+
+
+def results_file(directory: str | Path, iteration: int, final: bool) -> Path:
+    """Where an evaluation's detections go: ``results_val.json`` for the final one (the name a
+    study uses too), ``results_val_<iter>.json`` for a mid-run one."""
+    name = RESULTS_FINAL if final else f"results_val_{int(iteration):07d}.json"
+    return Path(directory) / name
+
+
+def final_row(directory: str | Path) -> dict:
+    """The last ``final`` row of ``metrics.jsonl``: written once the run ended and its final
+    evaluation (if any) is done, so a run without one has not finished. ``{}`` if none."""
+    path = Path(directory) / "metrics.jsonl"
+    row: dict = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return row
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        if isinstance(r, dict) and r.get("type") == "final":
+            row = r
+    return row
+
+
+def tb_events_dir(directory: str | Path) -> Path:
+    """The folder a run's TensorBoard events go to: ``<dir>/tb/<run name>/``.
+
+    TensorBoard names a run after the folder of its event files, so events directly in
+    ``tb/`` showed every run (and its HParams entry) as "tb". The name is the run directory's
+    name, with its parent's for a study's ``<variant>/seed<k>`` (``dc5_seed0``). A run that
+    already has events (an older run being resumed) keeps writing where they are.
+    """
+    tb = Path(directory) / "tb"
+    if tb.is_dir():
+        if any(p.name.startswith("events.") for p in tb.iterdir() if p.is_file()):
+            return tb
+        subs = [p for p in tb.iterdir() if p.is_dir() and any(p.glob("events.*"))]
+        if len(subs) == 1:
+            return subs[0]
+    path = Path(os.path.abspath(directory))
+    name = path.name or "run"
+    if re.fullmatch(r"seed\d+", name) and path.parent.name:
+        name = f"{path.parent.name}_{name}"
+    return tb / name
+
+
+# ------------------------------------------------------------------- commands it prints
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` as a shell argument that works from the current folder: relative when it lies
+    below it (and that is not ``/``), absolute otherwise, quoted if needed."""
+    p, cwd = Path(path), Path.cwd()
+    if p.is_absolute() and cwd != Path(cwd.anchor) and p.is_relative_to(cwd):
+        p = p.relative_to(cwd)
+    return shlex.quote(str(p))
+
+
+def shown_command(name: str) -> str:
+    """A console script of this installation (``smalldet``, ``tensorboard``) as a command that
+    works as printed: the bare name when it is the one on ``PATH`` (an active venv), else its
+    path next to this Python (``.venv/bin/smalldet``), else ``python -m``."""
+    exe = Path(sys.executable).with_name(name)
+    if exe.is_file():
+        found = shutil.which(name)
+        if found and Path(found).resolve() == exe.resolve():
+            return name
+        shown = shown_path(exe)
+        return shown if "/" in shown else f"./{shown}"
+    module = {"smalldet": "detector.cli.main", "tensorboard": "tensorboard.main"}.get(name, name)
+    return f"{shown_path(sys.executable)} -m {module}"
 
 
 def move_aside(directory: Path, files: list[Path]) -> Path:

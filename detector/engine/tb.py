@@ -4,9 +4,14 @@ Only rank 0 writes. Tags:
 
 - ``train/loss/<component>``, ``train/loss/total``, ``train/lr``, ``train/img_per_s``,
   ``train/data_time``, ``train/compute_time``, ``train/memory_mb``
-- ``eval/AP/<bin>``, ``eval/AR@100/<bin>`` ... (one tag family per metric, so the size bins of a
-  metric chart together), PR-curve figures per bin, ``val_images/<i>`` drawings
+- ``eval/AP/<bin>``, ``eval/AR@100/<bin>`` ... (one tag family per metric), PR-curve figures
+  per bin, ``val_images/<i>`` drawings
+- Custom Scalars: one chart per metric holding all its size bins, one per bin for the error
+  types, the losses together (:meth:`RunLogger.layout`)
 - HParams: the main config values against the final metrics (``hparam/<metric>``).
+
+The events go to ``<run>/tb/<run name>/`` (:func:`detector.engine.rundir.tb_events_dir`), so
+that TensorBoard shows the run, and its HParams entry, under the run's name.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import torch
 
 from detector.utils.files import atomic_write_bytes
 from detector.utils.hparams import hparam_values
+
+from .rundir import tb_events_dir
 
 
 def _jsonable(v: Any) -> Any:
@@ -69,7 +76,7 @@ class RunLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb_dir = self.dir / "tb"
+            self.tb_dir = tb_events_dir(self.dir)
             self.writer = SummaryWriter(str(self.tb_dir), purge_step=purge_step)
 
     def _drop_rows_after(self, step: int) -> None:
@@ -118,8 +125,54 @@ class RunLogger:
         if self.writer is not None:
             self.writer.add_image(tag, img_chw_uint8, step, dataformats="CHW")
 
-    def hparams(self, cfg: dict, metrics: dict[str, float]) -> None:
-        """One HParams entry for the run, written into the run's own event file."""
+    def layout(
+        self,
+        bins: list[str],
+        max_dets: list[int],
+        iou_thrs: list[float] | None = None,
+        prefix: str = "eval",
+    ) -> None:
+        """The Custom Scalars tab: each metric's size bins in one chart (the Scalars tab gives
+        every tag a chart of its own), each bin's error types in one, the losses in one.
+
+        ``iou_thrs`` (default COCO's .50:.05:.95) decides which of AP25/AP50/AP75 exist.
+        """
+        if self.writer is None:
+            return
+        from detector.evaluation.summary import IOU_METRICS
+
+        def chart(*regexes: str) -> list:
+            return ["Multiline", list(regexes)]
+
+        coco = [0.5 + 0.05 * i for i in range(10)]
+        have = {round(float(t), 4) for t in (iou_thrs or coco)}
+        at_iou = [
+            m for m in IOU_METRICS if m == "AP" or m[2:].isdigit() and int(m[2:]) / 100 in have
+        ]
+        metrics = [*at_iou, *[f"AR@{m}" for m in max_dets]]
+        self.writer.add_custom_scalars(
+            {
+                f"{prefix}: each metric by size bin": {
+                    f"{m} by size bin": chart(f"^{prefix}/{re.escape(m)}/") for m in metrics
+                },
+                f"{prefix}: TIDE errors (dAP50) by type": {
+                    f"{b}: dAP50 by error type": chart(f"^{prefix}/errors_dAP50/{re.escape(b)}/")
+                    for b in bins
+                },
+                "train": {
+                    "losses": chart("^train/loss/"),
+                    "time per iteration: data vs compute": chart(
+                        "^train/data_time$", "^train/compute_time$"
+                    ),
+                },
+            }
+        )
+
+    def hparams(
+        self, cfg: dict, metrics: dict[str, float], shown: dict[str, Any] | None = None
+    ) -> None:
+        """One HParams entry for the run, written into the run's own event file; ``shown``
+        replaces config values by what the run really used (resolved dilation rates)."""
         if self.writer is None:
             return
         from torch.utils.tensorboard.summary import hparams
@@ -131,7 +184,7 @@ class RunLogger:
         }
         if not metric_dict:
             return
-        exp, ssi, sei = hparams(hparam_values(cfg), metric_dict)
+        exp, ssi, sei = hparams({**hparam_values(cfg), **(shown or {})}, metric_dict)
         fw = self.writer._get_file_writer()
         fw.add_summary(exp)
         fw.add_summary(ssi)

@@ -33,9 +33,28 @@ Faults.
   state: the last good checkpoint stays as it was.
 - A failing evaluation raises :class:`EvaluationFailed` naming the val images of the batch
   and how to rerun it.
+- ``resume=True`` on a finished run (its checkpoint is at ``max_iter`` and ``metrics.jsonl``
+  has its ``final`` row) says so and returns that row's metrics: nothing is trained,
+  evaluated or written, not even ``config.yaml`` or an event file. A higher
+  ``solver.max_iter`` trains on.
 - SIGINT/SIGTERM finish the current iteration, write a checkpoint and raise
   :class:`TrainingInterrupted` (``tools/train.py`` then exits with 128 + the signal number: 130
   for SIGINT, 143 for SIGTERM). Under torchrun the stop is agreed across ranks.
+
+What a run tells its user. At the start: where it writes, the threads it uses and the
+TensorBoard command; after the first iterations an ETA from their speed (again after the first
+evaluation, which it then includes). Every evaluation writes its detections into the run
+directory (``results_val_<iter>.json``; the final one ``results_val.json``), and the end of
+the run prints the size table and ``smalldet evaluate`` / ``smalldet compare`` commands on
+those files and the real ground-truth path, each runnable as printed (also without an active
+venv: :func:`detector.engine.rundir.shown_command`).
+
+Threads. The torch intra-op thread count is set, not left to chance: ``threads`` (``smalldet
+train --threads``), else ``$OMP_NUM_THREADS``, else the CPUs this process may run on (divided
+among the ranks of this host). It is fixed for the run and never derived from the load:
+results differ slightly between thread counts, and a run must reproduce. Data-loader workers
+are separate processes with one torch thread each (torch's default for workers). The previous
+count is restored when the run ends.
 
 Test hooks: the environment variable ``SMALLDET_KILL_AT_ITER=k`` makes the process SIGKILL itself
 right after iteration ``k`` (after that iteration's checkpoint, if any), to test resumption;
@@ -47,18 +66,22 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
 import os
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from detector.config.loader import ConfigError, save_config
+from detector.utils.bins import get_bins
 from detector.utils.errors import SmalldetError
+from detector.utils.files import atomic_write_json
 from detector.utils.lock import release_lock
 from detector.utils.numbers import is_number
 
@@ -74,18 +97,24 @@ from .checkpoint import (
     load_checkpoint,
     model_file,
     model_signature,
+    resolved_dilations,
     write_error,
 )
 from .inference import predict_dataset
 from .optim import build_optimizer, build_scheduler
 from .rundir import (
+    RESULTS_RE,
     RunDirError,
     claim_run_dir,
     describe_os_error,
+    final_row,
     format_changes,
     is_disk_error,
     refuse_resume,
+    results_file,
     resume_changes,
+    shown_command,
+    shown_path,
 )
 from .tb import RunLogger
 
@@ -136,6 +165,34 @@ def unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
+def choose_threads(requested: int | None = None, world_size: int = 1) -> tuple[int, str]:
+    """The torch intra-op thread count of a run and where it came from (see the module doc)."""
+    if requested:
+        return int(requested), f"--threads {int(requested)}"
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env), f"OMP_NUM_THREADS={env}; --threads N to change"
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size) or 1)
+    if local > 1:
+        why = f"{cpus} CPUs / {local} processes on this host; --threads N to change"
+        return max(1, cpus // local), why
+    return max(1, cpus), f"{cpus} CPUs available; --threads N to change"
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``: a time a person reads at a glance."""
+    s = int(round(max(0.0, seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
 def micro_batch_size(cfg, world_size: int) -> int:
     total, acc = cfg.solver.ims_per_batch, max(1, cfg.solver.accumulate)
     if total <= 0 or total % (world_size * acc):
@@ -166,10 +223,12 @@ def preserved_rng():
 
 
 class _TrackedLoader:
-    """A loader that remembers the image ids of the batch in hand, to name it if it fails."""
+    """A loader that remembers the image ids of the batch in hand, to name it if it fails, and
+    advances a progress bar (if given) per batch."""
 
-    def __init__(self, loader):
+    def __init__(self, loader, bar=None):
         self.loader = loader
+        self.bar = bar
         self.ids: list[int] = []
         self.loading = False
 
@@ -188,6 +247,8 @@ class _TrackedLoader:
             self.loading = False
             self.ids = [int(t["image_id"]) for t in targets]
             yield images, targets
+            if self.bar is not None:
+                self.bar.update(1)
 
     def where(self, dataset) -> str:
         if self.loading:
@@ -249,24 +310,44 @@ class _SignalCatcher:
 class Trainer:
     """One training run into ``output_dir``; see the module docstring for the guarantees."""
 
-    def __init__(self, cfg, output_dir=None, resume: bool = False, overwrite: bool = False):
+    def __init__(
+        self,
+        cfg,
+        output_dir=None,
+        resume: bool = False,
+        overwrite: bool = False,
+        threads: int | None = None,
+    ):
         self.cfg = copy.deepcopy(cfg)
         self.output_dir = Path(output_dir or cfg.output_dir)
         self.cfg.output_dir = str(self.output_dir)  # config.yaml says where the run is
         self.resume = resume
         self.overwrite = overwrite
+        self.requested_threads = threads
         self.lock: Path | None = None
         self.logger: RunLogger | None = None
+        self.finished: dict | None = None  # the final row of a run found already finished
+        self._threads_before: int | None = None
+        self._notes: list[str] = []  # what setup found, printed once the run goes ahead
+        self._t_start = time.perf_counter()
+        self._eval_times: list[float] = []
 
     # -------------------------------------------------------------------------------- set-up
     def setup(self) -> None:
-        """Every phase a run needs, in order (the order keeps resumed runs bit-exact)."""
+        """Every phase a run needs, in order (the order keeps resumed runs bit-exact).
+
+        A resumed run that had already finished stops before the logger: ``self.finished``
+        then holds its final row, and nothing in its directory has been written.
+        """
         self._setup_runtime()
         self._setup_run_dir()
         self._setup_data()
         self._setup_model()
         rng_to_restore = self._setup_resume()
         self._setup_loader_and_schedule()
+        self.finished = self._already_finished()
+        if self.finished is not None:
+            return
         self._setup_parallel_and_rng(rng_to_restore)
         self._setup_logger()
 
@@ -295,6 +376,9 @@ class Trainer:
                 print(f"note: solver.amp={cfg.solver.amp} is ignored on {self.device} (CUDA only)")
         self.accumulate = max(1, int(cfg.solver.accumulate))
         self.micro = micro_batch_size(cfg, self.world)
+        self.threads, self.threads_from = choose_threads(self.requested_threads, self.world)
+        self._threads_before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
 
     def _setup_run_dir(self) -> None:
         """Rank 0 claims the directory (create, lock, clean, refuse or move aside); a refusal
@@ -405,13 +489,12 @@ class Trainer:
                 f"note: checkpoint has RNG states of {len(rngs)} ranks, run has "
                 f"{self.world}; RNG streams restart from the seed"
             )
-        if self.main:
-            print(f"resumed from {path} at iteration {self.start_iter}")
-            if self.resumed_changes:
-                print(
-                    f"resuming with changed settings, in effect from iteration {self.start_iter}"
-                    f" (recorded in config.yaml): {format_changes(self.resumed_changes)}"
-                )
+        self._notes.append(f"resumed from {path} at iteration {self.start_iter}")
+        if self.resumed_changes:
+            self._notes.append(
+                f"resuming with changed settings, in effect from iteration {self.start_iter}"
+                f" (recorded in config.yaml): {format_changes(self.resumed_changes)}"
+            )
         return rng
 
     def _load_resume_state(self, path: Path) -> dict:
@@ -507,6 +590,11 @@ class Trainer:
             # them when there was no checkpoint to resume from)
             purge_step=self.start_iter if self.resume else None,
         )
+        self.logger.layout(
+            [b.name for b in get_bins(cfg.eval.bins)],
+            list(cfg.eval.max_dets),
+            iou_thrs=cfg.eval.get("iou_thrs") or None,
+        )
         if self.resumed_changes:
             changed = {k: [a, b] for k, a, b in self.resumed_changes}
             self.logger.record("resume", self.start_iter, {"changed": changed})
@@ -518,6 +606,9 @@ class Trainer:
         if self.lock is not None:
             release_lock(self.lock)
             self.lock = None
+        if self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
 
     # ---------------------------------------------------------------------------- checkpoints
     def state_dict(self, iteration: int) -> dict:
@@ -566,16 +657,26 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------------------ evaluate
-    def evaluate(self, iteration: int) -> dict:
-        """Evaluate on the val set (all ranks infer, rank 0 scores); a failure raises
-        :class:`EvaluationFailed` naming the val images of the batch that broke."""
+    def evaluate(self, iteration: int, final: bool = False) -> dict:
+        """Evaluate on the val set (all ranks infer, rank 0 writes the detections into the run
+        directory and scores them); a failure raises :class:`EvaluationFailed` naming the val
+        images of the batch that broke."""
         if self.val_ds is None:
             return {}
         from detector.evaluation import evaluate
+        from detector.evaluation.capacity import eval_settings
 
         cfg = self.cfg
         t0 = time.perf_counter()
-        loader = _TrackedLoader(self.val_loader)
+        bar = tqdm(
+            total=len(self.val_loader) + 1,
+            desc=f"eval @{iteration}: inference",
+            unit="step",
+            leave=False,
+            dynamic_ncols=True,
+            disable=not (self.main and cfg.log.progress),
+        )
+        loader = _TrackedLoader(self.val_loader, bar)
         stage = "inference"
         try:
             with preserved_rng():
@@ -589,14 +690,15 @@ class Trainer:
                 )
                 summary: dict = {}
                 if self.main:
+                    path = results_file(self.output_dir, iteration, final)
+                    try:
+                        atomic_write_json(results, path, indent=None)
+                    except OSError as err:
+                        raise RunDirError(describe_os_error(err, path, "cannot write")) from None
+                    bar.set_description_str(f"eval @{iteration}: scoring")
                     stage = f"scoring the results against {self.val_ds.ann_file}"
-                    report = evaluate(
-                        str(self.val_ds.ann_file),
-                        results,
-                        bins=cfg.eval.bins,
-                        max_dets=tuple(cfg.eval.max_dets),
-                        backend=cfg.eval.backend,
-                    )
+                    # eval.* (preset applied at load) and the model caps, as `smalldet evaluate`
+                    report = evaluate(str(self.val_ds.ann_file), results, **eval_settings(cfg))
                     summary = {k: float(v) for k, v in report.summary.items() if is_number(v)}
                     self.last_report = report
                     self.logger.eval_report(report, iteration)
@@ -612,44 +714,56 @@ class Trainer:
                         },
                     )
                     stage = "drawing val images for TensorBoard"
-                    self._draw(iteration)
+                    bar.set_description_str(f"eval @{iteration}: TensorBoard images")
+                    self._draw(iteration, results)
                     stage = ""
                     self._update_best(summary, iteration)
                     self.logger.flush()
+                    bar.update(1)
+                    self._eval_times.append(time.perf_counter() - t0)
         except (CheckpointError, RunDirError):
-            raise  # writing model_best.pth: already explained
+            raise  # writing model_best.pth or the detections: already explained
         except Exception as err:
             where = loader.where(self.val_ds) if stage == "inference" else stage
             raise EvaluationFailed(
                 f"evaluation at iteration {iteration} failed on {where}: {_first_line(err)}"
             ) from err
+        finally:
+            bar.close()
         return du.broadcast_object(summary)
 
-    def _draw(self, iteration: int) -> None:
+    def _draw(self, iteration: int, results: list[dict]) -> None:
+        """The first ``eval.vis_images`` val images with their ground truth and the detections
+        just scored (drawn from ``results``: no second forward pass per image)."""
         n = min(int(self.cfg.eval.vis_images), len(self.val_ds))
         if n <= 0 or self.logger.writer is None:
             return
         from .visualize import draw_gt_and_predictions
 
-        model = unwrap(self.model)
-        model.eval()
-        try:
-            with torch.no_grad():
-                for i in range(n):
-                    image, target = self.val_ds[i]
-                    out = model([image.to(self.device)])[0]
-                    (h, w), (oh, ow) = target["size"], target.get("orig_size", target["size"])
-                    img = draw_gt_and_predictions(
-                        image,
-                        target["boxes"],
-                        out["boxes"].cpu(),
-                        out["scores"].cpu(),
-                        bins=self.cfg.eval.bins,
-                        area_scale=(oh / h) * (ow / w),
-                    )
-                    self.logger.image(f"val_images/{i}", img, iteration)
-        finally:
-            model.train()
+        by_image: dict[int, list[dict]] = {}
+        for r in results:
+            by_image.setdefault(int(r["image_id"]), []).append(r)
+        to_label = self.val_ds.cat_id_to_label
+        for i in range(n):
+            image, target = self.val_ds[i]
+            (h, w), (oh, ow) = target["size"], target.get("orig_size", target["size"])
+            dets = by_image.get(int(target["image_id"]), [])
+            # COCO xywh in the original image -> xyxy in the frame of the drawn image
+            xywh = torch.tensor([d["bbox"] for d in dets], dtype=torch.float32).reshape(-1, 4)
+            boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
+            boxes *= torch.tensor([w / ow, h / oh, w / ow, h / oh], dtype=torch.float32)
+            img = draw_gt_and_predictions(
+                image,
+                target["boxes"],
+                boxes,
+                torch.tensor([float(d["score"]) for d in dets]),
+                bins=self.cfg.eval.bins,
+                area_scale=(oh / h) * (ow / w),
+                gt_labels=target["labels"],
+                pred_labels=torch.tensor([to_label[d["category_id"]] for d in dets]),
+                class_names=self.val_ds.class_names,
+            )
+            self.logger.image(f"val_images/{i}", img, iteration)
 
     def _update_best(self, summary: dict, iteration: int) -> None:
         metric = self.cfg.checkpoint.best_metric
@@ -668,6 +782,9 @@ class Trainer:
         """Set up, train, finish; the lock is released and the logs closed whatever happens."""
         try:
             self.setup()
+            if self.finished is not None:
+                return self._report_finished()
+            self._print_start()
             return self._run()
         except OSError as err:
             where = Path(os.path.abspath(err.filename or self.output_dir))
@@ -678,6 +795,151 @@ class Trainer:
             raise RunDirError(describe_os_error(err, where, "cannot write")) from None
         finally:
             self.close()
+
+    # ----------------------------------------------------------------- what the run prints
+    def _already_finished(self) -> dict | None:
+        """The final row of this run when ``--resume`` finds it finished at ``max_iter``
+        (model_final.pth written, final evaluation done), else None."""
+        if not self.resume or self.start_iter < self.max_iter:
+            return None
+        row: dict = {}
+        if self.main:
+            row = final_row(self.output_dir)
+            done = (self.output_dir / "model_final.pth").is_file()
+            if row.get("iteration") != self.start_iter or not done:
+                row = {}
+        row = du.broadcast_object(row)
+        return row or None
+
+    def _report_finished(self) -> dict:
+        """``--resume`` on a finished run: say so, show what it holds, write nothing."""
+        row = dict(self.finished or {})
+        it = int(row.get("iteration", self.start_iter))
+        if self.main:
+            print(
+                f"{shown_path(self.output_dir)} holds a finished run: trained to iteration {it} "
+                f"(solver.max_iter={self.max_iter}), model_final.pth written and the final "
+                "evaluation done. Nothing to do; nothing was changed. To train further, resume "
+                f"with a higher solver.max_iter (e.g. --resume solver.max_iter={2 * it}); to "
+                "start again, --overwrite."
+            )
+            self._print_next_steps(it)
+        values = {k: v for k, v in row.items() if k not in ("type", "iteration", "time")}
+        return {**values, "iteration": it, "output_dir": str(self.output_dir)}
+
+    def _print_start(self) -> None:
+        """Where the run writes, the threads it uses, how to follow it live."""
+        if not self.main:
+            return
+        workers = int(self.cfg.data.num_workers)
+        data = (
+            f"{workers} loader worker process{'es' if workers > 1 else ''}, 1 thread each"
+            if workers
+            else "in the main process"
+        )
+        lines = [
+            *self._notes,
+            f"run directory: {shown_path(self.output_dir)} (iterations "
+            f"{self.start_iter + 1}-{self.max_iter})",
+            f"threads: {self.threads} torch thread{'s' if self.threads > 1 else ''} "
+            f"({self.threads_from}); data loading: {data}",
+        ]
+        if self.logger.writer is not None:
+            lines.append(f"follow it live: {self._tensorboard_command()}")
+        print("\n".join(lines), flush=True)
+
+    def _tensorboard_command(self) -> str:
+        """The command that shows this run (its events folder is ``tb/<run name>/``)."""
+        tb_dir = getattr(self.logger, "tb_dir", None)
+        logdir = tb_dir.parent if tb_dir is not None else self.output_dir / "tb"
+        return f"{shown_command('tensorboard')} --logdir {shown_path(logdir)}"
+
+    def _evals_left(self, iteration: int) -> int:
+        """Evaluations still to come after ``iteration`` (mid-run ones and the final one)."""
+        if self.val_ds is None:
+            return 0
+        period = int(self.cfg.eval.period)
+        mid = (self.max_iter - 1) // period - iteration // period if period > 0 else 0
+        return max(0, mid) + int(bool(self.cfg.eval.final))
+
+    def _eta(self, iteration: int, s_per_it: float, measured: str) -> str:
+        """One line: the time left at ``s_per_it``, with the evaluations still to come."""
+        left = self.max_iter - iteration
+        evals = self._evals_left(iteration)
+        eval_s = sum(self._eval_times) / len(self._eval_times) if self._eval_times else None
+        total = left * s_per_it + evals * (eval_s or 0.0)
+        text = f"ETA: about {duration(total)} more: {left} iterations at {s_per_it:.2f} s/it"
+        text += f" ({measured})"
+        if evals and eval_s is not None:
+            text += f" and {evals} evaluation{'s' if evals > 1 else ''} of ~{duration(eval_s)}"
+        elif evals:
+            text += f", plus {evals} evaluation{'s' if evals > 1 else ''} (timed after the first)"
+        return text
+
+    def _print_next_steps(self, iteration: int) -> None:
+        """The run's files and commands on them that work as printed (rank 0)."""
+        cfg = self.cfg
+        out = self.output_dir
+        final = out / "model_final.pth"
+        lines = ["", f"model: {shown_path(final)}"]
+        best = self.best if isinstance(self.best, dict) else {}
+        if best.get("iteration") is not None and (out / "model_best.pth").is_file():
+            lines.append(
+                f"best {best['metric']} ({100 * float(best['value']):.1f}, iteration "
+                f"{best['iteration']}): {shown_path(out / 'model_best.pth')}"
+            )
+        lines.append(f"metrics: {shown_path(out / 'metrics.jsonl')}")
+        dets = results_file(out, iteration, final=True)
+        if self.val_ds is not None and dets.is_file():
+            gt = shown_path(self.val_ds.ann_file)
+            flags = self._scoring_flags()
+            smalldet = shown_command("smalldet")
+            lines += [
+                f"detections: {shown_path(dets)} (val ground truth: {gt})",
+                "",
+                "score them again (prints the size table):",
+                f"  {smalldet} evaluate --gt {gt} --results {shown_path(dets)} "
+                + " ".join([*flags["both"], *flags["evaluate"]]),
+            ]
+            mid = self._midway_results(iteration)
+            if mid is not None:
+                k, path = mid
+                lines += [
+                    f"did iterations {k + 1}-{iteration} help? (paired bootstrap 95% CIs):",
+                    f"  {smalldet} compare --gt {gt} {shown_path(path)} {shown_path(dets)} "
+                    f"--names iter{k},iter{iteration} " + " ".join(flags["both"]),
+                ]
+        if cfg.log.tensorboard:
+            lines += ["TensorBoard:", f"  {self._tensorboard_command()}"]
+        print("\n".join(lines), flush=True)
+
+    def _scoring_flags(self) -> dict[str, list[str]]:
+        """Command-line flags that score as this run did (``eval.*``, a preset already applied
+        by the loader): ``both`` for evaluate and compare, ``evaluate`` for evaluate only."""
+        ev = self.cfg.eval
+        bins = ev.bins
+        bins = ",".join(str(b) for b in bins) if isinstance(bins, list | tuple) else str(bins)
+        both = [f"--bins {shown_path(bins)}", f"--max-dets {','.join(map(str, ev.max_dets))}"]
+        only = []
+        if ev.get("iou_thrs"):
+            only.append(f"--iou-thrs {','.join(f'{t:g}' for t in ev.iou_thrs)}")
+        if ev.get("preset"):
+            only.append(f"--preset {shown_path(ev.preset)}")
+        if ev.get("backend", "fast") != "fast":
+            only.append(f"--backend {ev.backend}")
+        return {"both": both, "evaluate": only}
+
+    def _midway_results(self, iteration: int) -> tuple[int, Path] | None:
+        """The mid-run detections closest to half of the run, to compare the end against."""
+        found = []
+        for p in self.output_dir.iterdir():
+            m = RESULTS_RE.match(p.name)
+            if m and 0 < int(m.group(1)) < iteration:
+                found.append((abs(int(m.group(1)) - iteration / 2), int(m.group(1)), p))
+        if not found:
+            return None
+        _, k, path = min(found)
+        return k, path
 
     def _run(self) -> dict:
         cfg = self.cfg
@@ -699,6 +961,9 @@ class Trainer:
         window: dict = {"n": 0, "loss": {}, "data": 0.0, "compute": 0.0, "t0": time.perf_counter()}
         last_summary: dict = {}
         iteration = self.start_iter
+        # the ETA: iterations after the first (warm-up) one are timed, evaluations apart
+        timed = {"from": self.start_iter + 1, "n": 0, "s": 0.0}
+        eta_after = min(5, max_iter - timed["from"])
         with _SignalCatcher() as sigs:
             for it in range(self.start_iter, max_iter):
                 t_iter = time.perf_counter()
@@ -748,6 +1013,17 @@ class Trainer:
                 sched.step()
                 iteration = it + 1
                 compute_time = time.perf_counter() - t_iter - data_time
+                if iteration > timed["from"]:
+                    timed["n"] += 1
+                    timed["s"] += data_time + compute_time
+                    if timed["n"] == eta_after and iteration < max_iter and self.main:
+                        tqdm.write(
+                            self._eta(
+                                iteration,
+                                timed["s"] / timed["n"],
+                                f"iterations {timed['from'] + 1}-{iteration}",
+                            )
+                        )
 
                 # logging
                 window["n"] += 1
@@ -773,6 +1049,12 @@ class Trainer:
                             f"--resume (last checkpoint: {self.ckpt.latest_or_none()}), or set "
                             "eval.period=0"
                         ) from err.__cause__
+                    if self.main and len(self._eval_times) == 1 and timed["n"]:
+                        tqdm.write(
+                            f"evaluation at iteration {iteration}: "
+                            f"{duration(self._eval_times[0])}; "
+                            + self._eta(iteration, timed["s"] / timed["n"], "mean so far")
+                        )
                     window["t0"] = time.perf_counter()
                 if cfg.checkpoint.period > 0 and iteration % cfg.checkpoint.period == 0:
                     self.save_checkpoint(iteration)
@@ -786,6 +1068,13 @@ class Trainer:
                     os.kill(os.getpid(), signal.SIGKILL)
         bar.close()
         return self._finish(iteration, last_summary)
+
+    def _hparams_shown(self) -> dict[str, Any]:
+        """HParams values as the run used them: the per-conv dilation rates the backbone was
+        built with (the config's ``{}`` means "the variant's default")."""
+        return {
+            "model.backbone.dilations": json.dumps(resolved_dilations(self.cfg), sort_keys=True)
+        }
 
     def _check_finite(self, iteration: int, names: list[str], vals: list[float]) -> None:
         bad = [(n, v) for n, v in zip(names, vals) if not math.isfinite(v)]
@@ -835,7 +1124,7 @@ class Trainer:
         summary = last_summary
         if cfg.eval.final and self.val_ds is not None:
             try:
-                summary = self.evaluate(iteration)
+                summary = self.evaluate(iteration, final=True)
             except EvaluationFailed as err:
                 raise EvaluationFailed(
                     f"final {err}. The trained model is saved as {final}; once the cause is "
@@ -843,17 +1132,23 @@ class Trainer:
                     f"{self.output_dir / 'config.yaml'} --checkpoint {final}`"
                 ) from err.__cause__
         if self.main:
-            self.logger.hparams(cfg.to_dict(), summary)
+            self.logger.hparams(cfg.to_dict(), summary, shown=self._hparams_shown())
             self.logger.record("final", iteration, summary)
             report = getattr(self, "last_report", None)
             if report is not None:
                 print(f"\nSize-stratified evaluation at iteration {iteration}:")
                 print(report.markdown())
-            print(f"\nmodel: {final}")
-            print(f"metrics: {self.output_dir / 'metrics.jsonl'}")
-            if self.logger.writer is not None:
-                print(f"TensorBoard logs: {self.logger.tb_dir}")
-                print(f"  view with: tensorboard --logdir {self.output_dir}")
+            total = time.perf_counter() - self._t_start
+            evals = sum(self._eval_times)
+            print(
+                f"done in {duration(total)}"
+                + (
+                    f" ({duration(evals)} of it in {len(self._eval_times)} evaluations)"
+                    if evals
+                    else ""
+                )
+            )
+            self._print_next_steps(iteration)
         dump = os.environ.get("SMALLDET_DUMP_RANK_WEIGHTS")
         if dump:  # test hook: every rank writes the weights it holds
             Path(dump).mkdir(parents=True, exist_ok=True)
@@ -862,10 +1157,18 @@ class Trainer:
         return {**summary, "iteration": iteration, "output_dir": str(self.output_dir)}
 
 
-def train(cfg, output_dir=None, resume: bool = False, overwrite: bool = False) -> dict:
+def train(
+    cfg,
+    output_dir=None,
+    resume: bool = False,
+    overwrite: bool = False,
+    threads: int | None = None,
+) -> dict:
     """Train ``cfg`` into ``output_dir`` (default ``cfg.output_dir``); returns final metrics.
 
-    ``resume`` continues the run there; ``overwrite`` moves another run's files aside into
+    ``resume`` continues the run there (or, if it finished, returns its final metrics and
+    changes nothing); ``overwrite`` moves another run's files aside into
     ``<dir>/.overwritten-<time>/`` first (without either, such a directory is refused).
+    ``threads``: torch threads (default: ``$OMP_NUM_THREADS``, else the CPUs available).
     """
-    return Trainer(cfg, output_dir, resume, overwrite).run()
+    return Trainer(cfg, output_dir, resume, overwrite, threads).run()

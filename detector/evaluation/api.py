@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from detector.utils.bins import SizeBin, get_bins
+from detector.utils.bins import EvalPreset, SizeBin, get_bins, get_eval_preset
 
+from .capacity import check_recall_caps
 from .coco_io import Detections, EvalInputError, GroundTruth, load_gt, load_results
 from .errors import error_analysis
 from .fast_eval import accumulate, build_match_table, coco_iou_thrs, coco_rec_thrs, gt_counts
@@ -49,6 +50,38 @@ def resolve_bins(bins: Any) -> list[SizeBin]:
     return out
 
 
+def resolve_scoring(
+    preset: str | EvalPreset | None = None,
+    bins: Any = None,
+    max_dets: Any = None,
+    iou_thrs: Any = None,
+) -> tuple[Any, tuple[int, ...], np.ndarray]:
+    """``(bins, max_dets, iou_thrs)``: what is given explicitly, else the preset's, else COCO's.
+
+    The thresholds come back as float64, COCO's being pycocotools' own ``np.linspace`` (bit-equal
+    to ``params.iouThrs``); a bad value is a ValueError naming it.
+    """
+    p = None
+    if preset is not None and preset != "":
+        p = preset if isinstance(preset, EvalPreset) else get_eval_preset(preset)
+    if bins is None:
+        bins = p.bins if p else "coco"
+    if max_dets is None:
+        max_dets = p.max_dets if p else (1, 10, 100)
+    if iou_thrs is None and p is not None and p.iou_thrs is not None:
+        iou_thrs = p.iou_thrs
+    if iou_thrs is None:
+        thrs = coco_iou_thrs()
+    else:
+        try:
+            thrs = np.asarray(iou_thrs, np.float64)
+        except (TypeError, ValueError):
+            thrs = np.zeros(0)
+    if thrs.ndim != 1 or not len(thrs) or (thrs <= 0).any() or (thrs > 1).any():
+        raise ValueError(f"iou_thrs must be a non-empty list of values in (0, 1], got {iou_thrs!r}")
+    return bins, parse_max_dets(max_dets), thrs
+
+
 def prepare(gt: Any, results: Any) -> tuple[GroundTruth, Detections]:
     g = gt if isinstance(gt, GroundTruth) else load_gt(gt)
     d = results if isinstance(results, Detections) else load_results(results, g)
@@ -58,38 +91,35 @@ def prepare(gt: Any, results: Any) -> tuple[GroundTruth, Detections]:
 def evaluate(
     gt: Any,
     results: Any,
-    bins: Any = "coco",
-    max_dets: Any = (1, 10, 100),
+    bins: Any = None,
+    max_dets: Any = None,
     iou_thrs: Any = None,
     backend: str = "fast",
     errors: bool = True,
+    *,
+    preset: str | EvalPreset | None = None,
+    model_caps: Mapping[str, int] | None = None,
 ) -> EvalReport:
     """Size-stratified COCO bbox evaluation.
 
     ``gt``: path, COCO dict or ``pycocotools.coco.COCO``; ``results``: path or list of
-    ``{image_id, category_id, bbox: [x, y, w, h], score}``. ``bins``: a preset name
+    ``{image_id, category_id, bbox: [x, y, w, h], score}``. ``bins``: a bins preset name
     (``coco``, ``aitod``, ``soda``, ``tinyperson``), edges (``"0,8,16,32,96,inf"``) or a list of
-    :class:`SizeBin`. AP is taken at the largest ``max_dets``. ``backend="pycocotools"`` runs the
-    reference implementation instead (same numbers, much slower).
+    :class:`SizeBin`. AP is taken at the largest ``max_dets``. ``preset`` (a key of
+    :data:`detector.utils.bins.EVAL_PRESETS`) supplies the bins, maxDets and IoU thresholds not
+    given here; without one they are COCO's. ``model_caps`` (config key -> value, from
+    :func:`.capacity.model_caps`) lets the report say when the model cannot reach the largest
+    maxDets. ``backend="pycocotools"`` runs the reference implementation instead (same numbers,
+    much slower).
     """
+    bins, mdets, thrs = resolve_scoring(preset, bins, max_dets, iou_thrs)
+    if isinstance(preset, str):
+        preset = get_eval_preset(preset) if preset.strip() else None
     g, d = prepare(gt, results)
     size_bins = resolve_bins(bins)
-    mdets = parse_max_dets(max_dets)
-    thrs = coco_iou_thrs() if iou_thrs is None else np.asarray(iou_thrs, np.float64)
-    if thrs.ndim != 1 or not len(thrs) or (thrs <= 0).any() or (thrs > 1).any():
-        raise ValueError(f"iou_thrs must be a non-empty list of values in (0, 1], got {iou_thrs!r}")
     notes = [*g.warnings, *d.warnings]
-    per_img = np.bincount(g.img, minlength=g.num_images) if len(g.img) else np.zeros(1, int)
-    densest = int(per_img.max()) if len(per_img) else 0
-    if densest > mdets[-1]:
-        img_id = g.img_ids[int(per_img.argmax())].item()  # an int, or a string id
-        msg = (
-            f"the densest image (id {img_id}) has {densest} GT boxes but the largest maxDets is "
-            f"{mdets[-1]}: recall and AP are capped; pass a larger max_dets (e.g. "
-            f"'1,10,100,{max(1000, densest)}')"
-        )
-        warnings.warn(msg, stacklevel=2)
-        notes.append(msg)
+    caps, cap_notes = check_recall_caps(g, mdets, model_caps)
+    notes += cap_notes
     if len(d) == 0:
         notes.append(f"results {d.source} is empty: every score is 0")
     if backend == "fast":
@@ -118,7 +148,16 @@ def evaluate(
         backend=backend,
         errors=err,
         warnings=notes,
+        preset=preset.name if isinstance(preset, EvalPreset) else (preset or None),
+        recall_caps=caps,
     )
 
 
-__all__ = ["EvalInputError", "evaluate", "parse_max_dets", "prepare", "resolve_bins"]
+__all__ = [
+    "EvalInputError",
+    "evaluate",
+    "parse_max_dets",
+    "prepare",
+    "resolve_bins",
+    "resolve_scoring",
+]

@@ -10,7 +10,7 @@ import numpy as np
 from detector.utils.bins import SizeBin
 
 from .errors import ERROR_TYPES
-from .summary import bin_metrics, flat_summary, per_class_ap, thr_label
+from .summary import IOU_METRICS, bin_metrics, flat_summary, per_class_ap, thr_label
 
 
 def _fmt_px(v: float) -> str:
@@ -41,6 +41,8 @@ class EvalReport:
     backend: str = "fast"
     errors: dict | None = None
     warnings: list[str] = field(default_factory=list)
+    preset: str | None = None  # the scoring preset named by the caller, if any
+    recall_caps: dict | None = None  # :func:`.capacity.check_recall_caps`: images maxDets cut
     per_bin: dict[str, dict] = field(init=False)
     summary: dict[str, float | None] = field(init=False)
 
@@ -87,7 +89,7 @@ class EvalReport:
             entry = {"name": b.name, "lo_px": _json_float(b.lo), "hi_px": _json_float(b.hi)}
             entry["area_range"] = [float(x) for x in b.area_range]
             entry.update(self.per_bin[b.name])
-            for thr in (0.5, 0.75):
+            for thr in (0.25, 0.5, 0.75):
                 if np.any(np.abs(self.iou_thrs - thr) < 1e-9):
                     curve = self.pr_curve(b.name, thr)
                     entry[f"pr_curve_iou{round(thr * 100)}"] = (
@@ -106,11 +108,14 @@ class EvalReport:
                     "rec_thrs": [float(r) for r in self.rec_thrs],
                     "categories": dict(zip([str(c) for c in self.cat_ids], self.cat_names)),
                     "ap_max_dets": self.max_dets[-1],
+                    "preset": self.preset,
                 },
                 "empty_bins": self.empty_bins(),
                 "warnings": list(self.warnings),
             }
         )
+        if self.recall_caps is not None:
+            out["recall_caps"] = self.recall_caps
         if self.errors is not None:
             out["errors"] = self.errors
             out["dominant_errors_small"] = self.dominant_small_errors()
@@ -129,18 +134,28 @@ class EvalReport:
     # ------------------------------------------------------------------ markdown
     def markdown(self) -> str:
         md = self.max_dets
-        lines = [f"### Size-stratified COCO bbox evaluation (AP at maxDets={md[-1]})", ""]
-        head = ["bin", "size px", "GT", "AP", "AP50", "AP75", *[f"AR@{m}" for m in md]]
+        preset = f", preset {self.preset}" if self.preset else ""
+        title = f"### Size-stratified COCO bbox evaluation (AP at maxDets={md[-1]}{preset})"
+        lines = [title, ""]
+        aps = [k for k in IOU_METRICS if k in self.per_bin[self.bins[0].name]]
+        head = ["bin", "size px", "GT", *aps, *[f"AR@{m}" for m in md]]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for b in self.bins:
             m = self.per_bin[b.name]
             rng = f"{_fmt_px(b.lo)}–{_fmt_px(b.hi)}"
             if m["status"] == "no objects":
-                row = [b.name, rng, "0", "no objects", *[""] * (2 + len(md))]
+                row = [b.name, rng, "0", "no objects", *[""] * (len(aps) - 1 + len(md))]
             else:
-                row = [b.name, rng, str(m["gt_count"]), _num(m["AP"]), _num(m["AP50"])]
-                row += [_num(m["AP75"]), *[_num(m["AR"][str(x)]) for x in md]]
+                row = [b.name, rng, str(m["gt_count"]), *[_num(m[k]) for k in aps]]
+                row += [_num(m["AR"][str(x)]) for x in md]
             lines.append("| " + " | ".join(row) + " |")
+        caps = self.recall_caps
+        if caps and caps.get("images_capped"):
+            lines += [
+                "",
+                f"**Recall capped on {caps['images_capped']} image(s)** by maxDets or the "
+                "model's caps (see the warnings below).",
+            ]
         lines += ["", "#### Localisation: AP and recall at each IoU threshold", ""]
         thr = [thr_label(t) for t in self.iou_thrs]
         head = ["bin", "metric", *thr]

@@ -2,9 +2,9 @@
 
 Unlike ``COCOeval.summarize()`` this knows every bin by name, looks IoU thresholds up with a
 tolerance (``np.arange`` thresholds are not exactly 0.75), takes AP at the *largest* maxDets
-(pycocotools hard-codes ``maxDets[2]``), and reports an empty bin as ``None`` ("no objects")
-rather than a -1 that looks like a score. Means are taken exactly as pycocotools does, so the
-standard numbers are bit-identical.
+(pycocotools hard-codes ``maxDets[2]``), adds AP25 when the thresholds hold 0.25 (TinyPerson)
+and reports an empty bin as ``None`` ("no objects") rather than a -1 that looks like a score.
+Means are taken exactly as pycocotools does, so the standard numbers are bit-identical.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from detector.utils.bins import SizeBin
+
+# AP at one IoU threshold each (AP25 only when the thresholds hold 0.25), after plain AP
+IOU_METRICS = ("AP", "AP25", "AP50", "AP75")
 
 
 def mean_valid(s: np.ndarray) -> float | None:
@@ -61,8 +64,10 @@ def bin_metrics(
         return mean_valid(s[:, :, [a], [m]])
 
     out["AP"] = ap()
-    for label, thr in (("AP50", 0.5), ("AP75", 0.75)):
+    for label, thr in (("AP25", 0.25), ("AP50", 0.5), ("AP75", 0.75)):
         t = iou_index(iou_thrs, thr)
+        if label == "AP25" and t is None:
+            continue  # only where asked for (TinyPerson): COCO's keys stay exactly as they are
         out[label] = ap(t) if t is not None else None
     out["AP_at_iou"] = {thr_label(t): ap(i) for i, t in enumerate(iou_thrs)}
     out["AR"] = {str(m): ar(None, mi) for mi, m in enumerate(max_dets)}
@@ -78,8 +83,9 @@ def flat_summary(per_bin: dict[str, dict], max_dets: tuple[int, ...]) -> dict[st
     """The flat ``AP``, ``AP_small``, ``AR@100``, ``AR_small@100`` ... dict."""
     out: dict[str, float | None] = {}
     for name, m in per_bin.items():
-        for metric in ("AP", "AP50", "AP75"):
-            out[bin_key(metric, name)] = m[metric]
+        for metric in IOU_METRICS:
+            if metric in m:
+                out[bin_key(metric, name)] = m[metric]
     for name, m in per_bin.items():
         for md in max_dets:
             out[bin_key("AR", name, md)] = m["AR"][str(md)]

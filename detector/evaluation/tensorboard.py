@@ -7,6 +7,7 @@ TensorBoard charts all bins of a metric together; PR curves and error bars go in
 from __future__ import annotations
 
 from .report import EvalReport
+from .summary import IOU_METRICS
 
 
 def report_scalars(report: EvalReport, prefix: str = "eval") -> dict[str, float]:
@@ -15,8 +16,8 @@ def report_scalars(report: EvalReport, prefix: str = "eval") -> dict[str, float]
     for name, m in report.per_bin.items():
         if m["status"] != "ok":
             continue
-        for metric in ("AP", "AP50", "AP75"):
-            if m[metric] is not None:
+        for metric in IOU_METRICS:
+            if m.get(metric) is not None:
                 out[f"{prefix}/{metric}/{name}"] = m[metric]
         for md, v in m["AR"].items():
             if v is not None:

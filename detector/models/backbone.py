@@ -124,6 +124,11 @@ class ResNetBackbone(nn.Module):
         return OrderedDict([("0", x)])
 
 
+def hdc_rates(rates: dict[str, list[int]]) -> list[int]:
+    """The rates the HDC check sees: every 3x3 conv of every stage that dilates, in order."""
+    return [r for name in STAGES if any(x > 1 for x in rates.get(name, ())) for r in rates[name]]
+
+
 def build_resnet_body(bcfg, variant: str) -> tuple[nn.Module, dict[str, list[int]], HDCVerdict]:
     """A torchvision ResNet (no avgpool/fc) with the variant's strides and the configured rates,
     norm, weights and frozen stages; plus the per-conv rates and the HDC verdict."""
@@ -159,8 +164,7 @@ def build_resnet_body(bcfg, variant: str) -> tuple[nn.Module, dict[str, list[int
         set_stage_dilation(stage, per_conv, trade)
         rates[name] = per_conv
 
-    dilated = [r for name in STAGES if any(x > 1 for x in rates[name]) for r in rates[name]]
-    verdict = check_hdc(dilated, kernel=3)
+    verdict = check_hdc(hdc_rates(rates), kernel=3)
     enforce_hdc(verdict, bcfg.get("hdc_check", "warn"))
 
     if bcfg.get("weights"):
@@ -174,12 +178,22 @@ def build_backbone(cfg) -> nn.Module:
 
     Single-map variants give a :class:`ResNetBackbone`; ``fpn`` gives torchvision's
     ``BackboneWithFPN`` (levels ``"0"``-``"3"`` and ``"pool"``) over the same ResNet.
-    Both carry ``out_channels``, ``output_stride``, ``rates`` and ``hdc``.
+    Both carry ``out_channels``, ``output_stride``, ``rates`` and ``hdc``. With
+    ``model.trident.enabled`` the single-map backbone becomes a
+    :class:`~detector.models.trident.TridentBackbone` (same modules, checked per branch).
     """
     mcfg = cfg.get("model", cfg)
     variant = mcfg["variant"]
     bcfg = mcfg["backbone"]
-    body, rates, verdict = build_resnet_body(bcfg, variant)
+    trident = bool((mcfg.get("trident") or {}).get("enabled"))
+    if trident and variant == "fpn":
+        raise ConfigError(
+            "model.trident.enabled=true needs a single-map variant (c5, dc5, dc4), not fpn"
+        )
+    # a trident's HDC rules are checked per branch (trident.py), not on the stage's own rates
+    body, rates, verdict = build_resnet_body(
+        {**bcfg, "hdc_check": "off"} if trident else bcfg, variant
+    )
     c5 = body.layer4[-1].conv3.out_channels if hasattr(body.layer4[-1], "conv3") else 512
     if variant == "fpn":
         return_layers = {name: str(i) for i, name in enumerate(STAGES)}
@@ -205,6 +219,10 @@ def build_backbone(cfg) -> nn.Module:
     model.output_stride = OUTPUT_STRIDES[variant]
     model.rates = rates
     model.hdc = verdict
+    if trident:
+        from .trident import make_trident_backbone  # trident.py builds on this module
+
+        model = make_trident_backbone(model, mcfg)
     return model
 
 

@@ -5,7 +5,9 @@ feature map ``"0"``; ``fpn`` puts one size per level (5 levels: ``"0"``-``"3"`` 
 The RPN/RoI parameters come from ``model.rpn`` and ``model.roi``; their ``matcher`` keys (iou,
 nwd, rfla) are wired by :func:`~detector.models.matchers.configure_matchers` (iou leaves
 torchvision's modules as built). ``model.transform.min_size`` 0 keeps images at the size the
-data pipeline produced (:class:`NativeSizeTransform`).
+data pipeline produced (:class:`NativeSizeTransform`). ``model.trident.enabled`` makes it a
+:class:`~detector.models.trident.TridentFasterRCNN` (same modules, the backbone's stage run as
+weight-sharing branches; :func:`~detector.models.trident.configure_trident`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from detector.config.loader import ConfigError
 
 from .backbone import OUTPUT_STRIDES, VARIANTS, build_backbone
 from .matchers import configure_matchers
+from .trident import TridentFasterRCNN, configure_trident
 
 FPN_LEVELS = ["0", "1", "2", "3", "pool"]
 
@@ -90,7 +93,8 @@ def build_detector(cfg, num_classes: int | None = None) -> FasterRCNN:
     out = roi["output_size"]
     roi_pool = MultiScaleRoIAlign(names, out, roi["sampling_ratio"])
     box_head = TwoMLPHead(backbone.out_channels * out * out, roi["representation_size"])
-    model = FasterRCNN(
+    trident = bool((mcfg.get("trident") or {}).get("enabled"))
+    model = (TridentFasterRCNN if trident else FasterRCNN)(
         backbone,
         num_classes=None,
         rpn_anchor_generator=anchors,
@@ -119,6 +123,8 @@ def build_detector(cfg, num_classes: int | None = None) -> FasterRCNN:
     model.transform = build_transform(mcfg["transform"])
     model.output_stride = OUTPUT_STRIDES[variant]
     configure_matchers(model, mcfg)
+    if trident:
+        configure_trident(model, mcfg)
     return model
 
 

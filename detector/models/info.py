@@ -1,5 +1,7 @@
 """``model_info(cfg, input_size)``: parameters, FLOPs, stride, feature size, per-stage receptive
-fields and the HDC verdict of a configured model (used by ``tools/model_info.py``)."""
+fields and the HDC verdict of a configured model (used by ``tools/model_info.py``); for a
+trident (``model.trident``) also ``trident`` and ``branches``: per branch its rates, receptive
+field, ERF size, scale range, HDC verdict and gridding coverage."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .detector import build_detector, count_parameters
 from .receptive_field import stage_receptive_fields
+from .trident import TridentFasterRCNN, describe_branches, trident_summary
 
 
 def count_flops(module: torch.nn.Module, *inputs) -> int:
@@ -25,6 +28,10 @@ def model_info(cfg, input_size: tuple[int, int] = (512, 512), detector_flops: bo
     ``flops`` is the backbone's forward pass at batch 1 (exact, input independent).
     ``detector_flops=True`` adds ``flops_detector``: the whole detector in eval mode, which also
     depends on how many proposals survive (random weights usually keep the maximum).
+
+    A trident's ``flops`` run every branch (a training step's backbone cost); its top-level
+    ``dilations`` and ``receptive_field`` are those of ``trident.default_branch`` (what the
+    backbone runs alone), ``hdc`` is valid when every branch is, and ``branches`` lists each.
     """
     mcfg = cfg.get("model", cfg)
     h, w = (int(s) for s in input_size)
@@ -54,9 +61,33 @@ def model_info(cfg, input_size: tuple[int, int] = (512, 512), detector_flops: bo
         "receptive_field": stage_receptive_fields(backbone, input_size=64),
         "hdc": {**backbone.hdc.to_dict(), "mode": mcfg["backbone"]["hdc_check"]},
     }
+    if isinstance(detector, TridentFasterRCNN):
+        info["flops"] = count_flops(backbone, x, list(range(backbone.num_branches)))
+        info["trident"] = trident_summary(detector)
+        info["branches"] = describe_branches(detector)
     if detector_flops:
         info["flops_detector"] = count_flops(detector, [torch.rand(3, h, w)])
     return info
+
+
+def _format_branches(info: dict) -> list[str]:
+    t = info["trident"]
+    test = "all branches merged by NMS" if t["test_branch"] < 0 else f"branch {t['test_branch']}"
+    lines = [
+        f"trident: {t['stage']} x {t['branch_rates']}, scale-aware training "
+        f"{'on' if t['scale_aware'] else 'off'}, test: {test}; per branch (rf px / ERF 2 sigma "
+        "px / range px / gridding holes / HDC):"
+    ]
+    for b in info["branches"]:
+        lo, hi = b["range"]
+        g = b["gridding"]
+        lines.append(
+            f"  branch {b['branch']} x{b['multiplier']}: rates {b['rates'][t['stage']]}  "
+            f"rf {b['rf']} / {b['erf_size']:.0f} / [{lo:g}, {'inf' if hi is None else f'{hi:g}'}]"
+            f" / {g['holes']} of {g['receptive_field'] ** 2} ({g['rates']}) / "
+            f"{'valid' if b['hdc']['valid'] else 'INVALID'}"
+        )
+    return lines
 
 
 def format_info(info: dict) -> str:
@@ -82,4 +113,6 @@ def format_info(info: dict) -> str:
     lines.append(
         f"HDC ({hdc['mode']}): {'valid' if hdc['valid'] else 'INVALID'} - {hdc['message']}"
     )
+    if "branches" in info:
+        lines += _format_branches(info)
     return "\n".join(lines)

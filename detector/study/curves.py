@@ -65,14 +65,17 @@ def cache_path(run_dir: str | Path, iteration: int) -> Path:
 
 
 def eval_settings(raw_cfg: dict) -> dict:
-    """What decides a checkpoint's numbers, from a resolved config: the eval bins, max_dets and
-    backend, the model section and the val set. Not the schedule, so resuming a run with a
+    """What decides a checkpoint's numbers, from a resolved config: the eval bins, max_dets,
+    backend (and IoU thresholds and preset, when set), the model section and the val set. Not the schedule, so resuming a run with a
     longer ``solver.max_iter`` keeps its cached points; not the device."""
     data = raw_cfg.get("data") or {}
     transforms = data.get("transforms") or {}
     ev = raw_cfg.get("eval") or {}
+    scoring = {k: ev.get(k) for k in ("bins", "max_dets", "backend")}
+    # IoU thresholds and preset count only when set, so points cached before they existed stay
+    scoring.update({k: ev[k] for k in ("iou_thrs", "preset") if ev.get(k)})
     return {
-        "eval": {k: ev.get(k) for k in ("bins", "max_dets", "backend")},
+        "eval": scoring,
         "model": raw_cfg.get("model"),
         "data": {
             **{k: data.get(k) for k in ("source", "val_images", "val_ann")},
@@ -264,6 +267,7 @@ def score_checkpoint(cfg, checkpoint: Path, iteration: int, key: str, run_dir: P
     and cache the point (atomically: a reader sees all of it or none)."""
     from detector.engine import inference  # looked up at call time (tests replace it)
     from detector.evaluation import evaluate
+    from detector.evaluation.capacity import eval_settings as scoring_settings
 
     stamp = _stamp(checkpoint)  # before reading: a file rewritten meanwhile is scored again
     t0 = time.perf_counter()
@@ -271,9 +275,7 @@ def score_checkpoint(cfg, checkpoint: Path, iteration: int, key: str, run_dir: P
     report = evaluate(
         gt_path,
         results,
-        bins=cfg.eval.bins,
-        max_dets=list(cfg.eval.max_dets),
-        backend=cfg.eval.backend,
+        **scoring_settings(cfg),  # the run's bins, maxDets, IoU thresholds, preset and caps
         errors=False,  # the summary does not depend on the error analysis
     )
     rec = {

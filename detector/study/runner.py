@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detector.utils.dotted import diff_dotted
+from detector.utils.dotted import diff_dotted, flatten
 from detector.utils.files import atomic_write_json
 from detector.utils.files import read_json_or as read_json
 from detector.utils.lock import take_lock
@@ -99,7 +99,20 @@ def settings_of(run: Run) -> dict:
 
 
 def _changed_keys(a: dict, b: dict) -> list[str]:
-    return [f"{k}: {va!r} -> {vb!r}" for k, va, vb in diff_dotted(a, b)]
+    """The settings that differ between a run's recorded config ``a`` and today's ``b``.
+
+    A key that ``a`` lacks and ``b`` holds at its default is not a change: it is a key a newer
+    version of the code added (``eval.preset``, ``data.tiles``), and its default keeps the old
+    behaviour, so a half-done run made before it may still be resumed or evaluated.
+    """
+    from detector.config.defaults import DEFAULTS
+
+    flat_a, defaults = flatten(a), flatten(DEFAULTS)
+    return [
+        f"{k}: {va!r} -> {vb!r}"
+        for k, va, vb in diff_dotted(a, b)
+        if not (k not in flat_a and k in defaults and vb == defaults[k])
+    ]
 
 
 def settings_changed(run: Run) -> list[str]:
@@ -113,7 +126,7 @@ def settings_changed(run: Run) -> list[str]:
         return [f"config no longer loads: {err}"]
     if new["config_hash"] == old["config_hash"]:
         return []
-    return _changed_keys(old.get("resolved", {}), new["resolved"]) or ["config hash differs"]
+    return _changed_keys(old.get("resolved", {}), new["resolved"])
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES, since: int = 0) -> str:
@@ -305,8 +318,10 @@ class StudyRunner:
             return fail(f"config error: {err}", [])
         settings_path = run_dir / SETTINGS_FILE
         old = read_json(settings_path)
+        diff = []
         if old and old.get("config_hash") != settings["config_hash"] and state != "new":
             diff = _changed_keys(old.get("resolved", {}), settings["resolved"])
+        if diff:
             if not self.allow_changed:
                 return fail(
                     "settings changed since this run was started ("

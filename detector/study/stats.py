@@ -12,7 +12,9 @@ Statistics
   (:func:`detector.evaluation.bootstrap.bootstrap_runs`): each resample draws the validation
   images with replacement once and re-evaluates *every* run on that same draw; the variant's
   delta in that resample is the mean over the paired seeds of ``variant(s) - baseline(s)``, and
-  the CI is the 2.5-97.5 percentile interval of it over the resamples. So the CI is about the
+  the CI is the bootstrap's default interval for differences of it (``DEFAULT_DELTA_CI`` of
+  :mod:`detector.evaluation.bootstrap`, the 2.5-97.5 percentile range, chosen by its measured
+  coverage: docs/bootstrap_coverage.md; ``report.json`` names it). So the CI is about the
   image sample (would the difference hold on other images like these?), for the seed-averaged
   difference; the spread across seeds is shown separately as the ± std. All compared runs must
   be evaluated on the same ground-truth file, else no CI is given.
@@ -129,8 +131,9 @@ def bootstrap_cis(spec: StudySpec, recs: list[dict], keys: list[str]) -> dict[st
     All finished runs go into one bootstrap: every resample draws the validation images once,
     with replacement, and evaluates every run on that same draw (matching is done once per
     run). Per resample, a variant's delta is the mean over the paired seeds of ``variant(s) -
-    baseline(s)``; the CI is the 2.5-97.5 percentile range of that over the resamples, and the
-    point value is the mean of the per-seed deltas (the Δ of the tables).
+    baseline(s)``; the CI is the bootstrap's interval for differences of that (for BCa the
+    jackknife values are combined the same way), and the point value is the mean of the
+    per-seed deltas (the Δ of the tables).
     """
     if spec.bootstrap <= 0:
         return {}
@@ -164,7 +167,7 @@ def bootstrap_cis(spec: StudySpec, recs: list[dict], keys: list[str]) -> dict[st
     if len(gts) != 1 or None in gts:
         return note_all(f"runs were evaluated on different ground truths: {sorted(map(str, gts))}")
     try:
-        from detector.evaluation.bootstrap import bootstrap_runs
+        from detector.evaluation.bootstrap import bootstrap_runs, interval
 
         ev_cfg = _eval_cfg(usable[needed[0]])
         with warnings.catch_warnings():
@@ -180,7 +183,7 @@ def bootstrap_cis(spec: StudySpec, recs: list[dict], keys: list[str]) -> dict[st
             )
     except Exception as err:  # noqa: BLE001 - a report without CIs beats no report
         return note_all(f"bootstrap failed: {type(err).__name__}: {err}")
-    values, samples = np.asarray(res["values"]), np.asarray(res["samples"])
+    values, samples, jack = res["values"], res["samples"], res["jackknife"]
     idx = {k: i for i, k in enumerate(needed)}
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: empty bins
@@ -189,11 +192,20 @@ def bootstrap_cis(spec: StudySpec, recs: list[dict], keys: list[str]) -> dict[st
             iv = [idx[(v, s)] for s in seeds]
             point = np.nanmean(values[iv] - values[ib], axis=0)  # (K,)
             d = np.nanmean(samples[:, iv] - samples[:, ib], axis=1)  # (n, K)
-            lo, hi = np.nanpercentile(d, 2.5, axis=0), np.nanpercentile(d, 97.5, axis=0)
+            dj = None if jack is None else np.nanmean(jack[:, iv] - jack[:, ib], axis=1)
+            ci = interval(d, point, dj, res["level"], res["delta_method"], bounds=(-1.0, 1.0))
+            lo, hi = np.moveaxis(ci, -1, 0)
             for j, k in enumerate(res["keys"]):
                 if np.isfinite(point[j]) and np.isfinite(lo[j]) and np.isfinite(hi[j]):
                     out[v]["ci"][k] = (float(point[j]), float(lo[j]), float(hi[j]))
     return out
+
+
+def _ci_method() -> str:
+    """The interval the CIs of differences use (the bootstrap's default), for report.json."""
+    from detector.evaluation.bootstrap import DEFAULT_DELTA_CI
+
+    return DEFAULT_DELTA_CI
 
 
 # ------------------------------------------------------------------------------- aggregation
@@ -345,6 +357,7 @@ def aggregate(spec: StudySpec, recs: list[dict]) -> dict:
         "bootstrap": {
             "n": spec.bootstrap,
             "seed": spec.bootstrap_seed,
+            "method": _ci_method(),
             "variants": bootstrap_cis(spec, recs, keys),
         },
         "errors": {v: _errors(done[v]) for v in spec.variants},

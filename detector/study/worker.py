@@ -116,6 +116,7 @@ def cmd_eval(args) -> int:
     from detector.engine.inference import predict_split
     from detector.engine.loading import load_trained_model, model_device
     from detector.evaluation import evaluate
+    from detector.evaluation.capacity import eval_settings
 
     run_dir = Path(args.output)
     cfg = _load_cfg(args.config, args.overrides, run_dir)
@@ -136,13 +137,8 @@ def cmd_eval(args) -> int:
     n_images = len(gt.get("images", []))
     atomic_write_json(results, run_dir / RESULTS_FILE)
 
-    report = evaluate(
-        str(gt_path),
-        results,
-        bins=cfg.eval.bins,
-        max_dets=list(cfg.eval.max_dets),
-        backend=cfg.eval.backend,
-    )
+    # the run's scoring protocol (bins, maxDets, IoU thresholds, preset) and its model caps
+    report = evaluate(str(gt_path), results, **eval_settings(cfg))
     facts: dict = {}
     try:
         from detector.models import model_info

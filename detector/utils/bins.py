@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .suggest import suggest
+
 INF = math.inf
 # pycocotools uses 1e5**2 as "infinity"; we keep the same number so areaRng matches exactly.
 COCO_INF_SIDE = 1e5
@@ -76,6 +78,98 @@ PRESETS: dict[str, tuple[list[SizeBin], str]] = {
         "small [20,32] px. 'tiny' overlaps tiny1-3 by design.",
     ),
 }
+
+
+# ------------------------------------------------------------------------- scoring presets
+# The test-time model settings that bound how many objects one image can yield, and what each
+# one caps. pre_nms_top_n_test counts per feature map, so it caps an image only on the
+# single-map variants (c5/dc5/dc4); on fpn each of the five levels gets that many.
+RECALL_CAPS: dict[str, str] = {
+    "model.rpn.pre_nms_top_n_test": "RPN boxes kept before NMS per image",
+    "model.rpn.post_nms_top_n_test": "proposals per image",
+    "model.roi.detections_per_img": "detections per image",
+}
+
+
+def recall_cap_keys(variant: str) -> tuple[str, ...]:
+    """The :data:`RECALL_CAPS` keys that cap one image of a model of this variant."""
+    keys = tuple(RECALL_CAPS)
+    return keys[1:] if variant == "fpn" else keys
+
+
+# AI-TOD's own Faster R-CNN (mmdet-aitod) keeps 3000 RPN boxes before and after NMS.
+_DENSE_CAPS = (
+    ("model.rpn.pre_nms_top_n_test", 3000),
+    ("model.rpn.post_nms_top_n_test", 3000),
+    ("model.roi.detections_per_img", 1500),
+)
+
+
+@dataclass(frozen=True)
+class EvalPreset:
+    """A scoring protocol: size bins, IoU thresholds and maxDets, plus the model caps it needs.
+
+    A preset travels as one name so that a dataset's protocol cannot be half applied: AI-TOD's
+    maxDets 1500 mean nothing if the model still stops at 100 detections per image.
+    """
+
+    name: str
+    bins: str  # a key of PRESETS
+    max_dets: tuple[int, ...]
+    iou_thrs: tuple[float, ...] | None  # None: COCO's 0.50:0.05:0.95 (linspace, as pycocotools)
+    model_caps: tuple[tuple[str, int], ...]  # config key -> at least this value
+    source: str
+
+
+EVAL_PRESETS: dict[str, EvalPreset] = {
+    "coco": EvalPreset(
+        "coco", "coco", (1, 10, 100), None, (), "pycocotools' defaults (COCO detection)."
+    ),
+    "aitod": EvalPreset(
+        "aitod",
+        "aitod",
+        (1, 100, 1500),
+        None,
+        _DENSE_CAPS,
+        "AI-TOD's aitodpycocotools: maxDets [1, 100, 1500], COCO IoU thresholds; model caps "
+        "of mmdet-aitod (3000 proposals).",
+    ),
+    "tinyperson": EvalPreset(
+        "tinyperson",
+        "tinyperson",
+        (1, 10, 200),
+        (0.25, 0.5, 0.75),
+        (("model.roi.detections_per_img", 200),),
+        "TinyPerson's TinyBenchmark: IoU 0.25, 0.5, 0.75 and maxDets 200.",
+    ),
+    "soda": EvalPreset(
+        "soda",
+        "soda",
+        (1, 10, 100),
+        None,
+        (),
+        "SODA's size bins with COCO's IoU thresholds and maxDets.",
+    ),
+    "dense": EvalPreset(
+        "dense",
+        "coco",
+        (1, 100, 1500),
+        None,
+        _DENSE_CAPS,
+        "COCO bins with AI-TOD's maxDets and model caps, for any dense set (DOTA, VisDrone).",
+    ),
+}
+
+
+def get_eval_preset(name: str) -> EvalPreset:
+    """The scoring preset called ``name`` (case-insensitive); ValueError naming the valid ones."""
+    key = str(name).strip().lower()
+    if key not in EVAL_PRESETS:
+        hint = suggest(key, EVAL_PRESETS, "valid presets")
+        if hint.startswith("; did you mean"):
+            hint += f" (valid: {', '.join(EVAL_PRESETS)})"
+        raise ValueError(f"unknown evaluation preset {name!r}{hint}")
+    return EVAL_PRESETS[key]
 
 
 def parse_edges(text: str) -> list[float]:
