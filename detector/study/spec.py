@@ -277,7 +277,7 @@ def parse_study(data: Any, path: Path | None = None, check_configs: bool = True)
             cfg_path,
             _override_list(vdata.get("overrides"), f"{where}: 'overrides'"),
             label,
-            _variant_seeds(vdata.get("seeds"), where),
+            None if vdata.get("seeds") is None else _seed_list(vdata["seeds"], where),
         )
 
     baseline = data.get("baseline", next(iter(variants)))
@@ -286,15 +286,7 @@ def parse_study(data: Any, path: Path | None = None, check_configs: bool = True)
             f"{src}: baseline {baseline!r} is not a variant{suggest(baseline, variants)}"
         )
 
-    seeds = data.get("seeds", [0])
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = [seeds]
-    if not isinstance(seeds, list) or not seeds:
-        raise StudyError(f"{src}: 'seeds' expects a non-empty list of integers, got {seeds!r}")
-    for s in seeds:
-        _int(s, f"{src}: seed {s!r}")
-    if len(set(seeds)) != len(seeds):
-        raise StudyError(f"{src}: 'seeds' has duplicates: {seeds}")
+    seeds = _seed_list(data.get("seeds", [0]), src)
     for v in variants.values():
         extra = sorted(set(v.seeds or []) - set(seeds))
         if extra:
@@ -348,9 +340,8 @@ def parse_study(data: Any, path: Path | None = None, check_configs: bool = True)
     return spec
 
 
-def _variant_seeds(raw: Any, where: str) -> list[int] | None:
-    if raw is None:
-        return None
+def _seed_list(raw: Any, where: str) -> list[int]:
+    """A ``seeds:`` value (the study's or a variant's): one integer or a list without repeats."""
     if isinstance(raw, int) and not isinstance(raw, bool):
         raw = [raw]
     if not isinstance(raw, list) or not raw:
