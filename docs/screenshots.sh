@@ -6,7 +6,7 @@ run=${1:?usage: docs/screenshots.sh RUN_DIR [OUT_DIR]}
 out=${2:-docs/img}
 port=${PORT:-6123}
 mkdir -p "$out"
-.venv/bin/tensorboard --logdir "$run" --port "$port" --host 127.0.0.1 >/tmp/tb_shot.log 2>&1 &
+.venv/bin/tensorboard --logdir "$run/tb" --port "$port" --host 127.0.0.1 >/tmp/tb_shot.log 2>&1 &
 tb=$!
 trap 'kill $tb 2>/dev/null' EXIT
 for _ in $(seq 60); do curl -fs "http://127.0.0.1:$port/" >/dev/null && break; sleep 1; done

@@ -391,3 +391,18 @@ def test_train_refuses_zero_threads(capsys):
     with pytest.raises(SystemExit) as exc:
         train.main(["--config", "configs/demo.yaml", "--threads", "0"])
     assert exc.value.code == 2 and "--threads must be at least 1" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
+    """`smalldet ... | head` must not end in a BrokenPipeError traceback: the command stops
+    with 141 (128 + SIGPIPE, what a shell reports for `cat` in `cat | head`) and says nothing."""
+    proc = subprocess.Popen(
+        [*_console(), "study", "studies/aerial_cars_matchers.yaml", "--dry-run"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader is gone before the command writes its first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -242,7 +242,9 @@ def test_resume_without_checkpoint_restarts_and_drops_old_rows(tmp_path, make_cf
     t = Trainer(make_cfg(tmp_path), out, resume=True)
     try:
         t.setup()
-        assert t.start_iter == 0 and _rows(out) == []
+        # the old rows are gone: only this start's own 'start' row is there
+        assert t.start_iter == 0 and [r["type"] for r in _rows(out)] == ["start"]
+        assert _rows(out)[0]["threads"] == t.threads and _rows(out)[0]["iteration"] == 0
     finally:
         t.close()
     # a finished run without checkpoints is not silently retrained

@@ -120,6 +120,24 @@ def test_runs_then_skips_finished(tmp_path):
     assert all(len(_calls(r.run_dir)) == 2 for r in spec.runs())
 
 
+def test_only_and_seeds_select_the_runs(tmp_path):
+    spec = load_study(_study(tmp_path, ["a", "b"]))
+    out = StudyRunner(spec, echo=None, only=["b"], seeds=[1]).run_all()
+    assert [o.run.key for o in out] == ["b/seed1"]
+    ran = {r.key for r in spec.runs() if _calls(r.run_dir)}
+    assert ran == {"b/seed1"}
+    # the command line refuses a seed the study does not have, before anything runs
+    proc = subprocess.run(
+        [sys.executable, "-m", "detector.cli.main", "study", str(tmp_path / "study.yaml")]
+        + ["--seeds", "7", "--dry-run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "--seeds: unknown seeds [7]; the study has [0, 1]" in proc.stderr
+
+
 def test_interrupted_resumes_and_trained_only_evaluates(tmp_path):
     spec = load_study(_study(tmp_path, ["a"]))
     r0, r1 = spec.runs()

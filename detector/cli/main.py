@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
+import select
 import sys
 from collections.abc import Callable
 
@@ -47,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # fmt: on
 
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+BROKEN_PIPE = 141  # 128 + SIGPIPE: what `cat | head` reports for cat
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
@@ -78,6 +81,17 @@ def _os_error_line(err: OSError) -> str | None:
     return None
 
 
+def _stdout_closed() -> bool:
+    """Whether the reader of stdout is gone, which is what a BrokenPipeError from ``print``
+    means (on Linux, poll reports POLLERR on a pipe with no reader left)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no real stdout (captured, closed)
+        return False
+
+
 def guarded(body: Callable[[], int | None], error_code: int) -> int:
     """Run a command body under the error policy above; returns its exit code."""
     try:
@@ -88,6 +102,13 @@ def guarded(body: Callable[[], int | None], error_code: int) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a pipe of the program's own (a socket, a child): a bug, keep the traceback
+        # the reader went away (`smalldet study --dry-run | head`): stop quietly, as `cat`
+        # does; stdout goes to /dev/null so the interpreter's last flush cannot raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
     except OSError as err:
         line = _os_error_line(err)
         if line is None:

@@ -6,6 +6,7 @@ comparison report (``tools/study.py`` is the same command).
     smalldet study studies/builtin_r18.yaml --report-only  # rebuild the report
     smalldet study studies/builtin_r18.yaml --gpus 0,1     # one run per GPU
     smalldet study studies/builtin_r18.yaml --parallel 2   # two runs at once (CPU)
+    smalldet study studies/builtin_r18.yaml --seeds 1 2    # only some of its seeds
 
 Finished runs are skipped, interrupted ones resume, a failed run is reported and the others go
 on; re-running the same command retries what failed. The study file format is documented in
@@ -48,6 +49,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=int, help="runs at once (overrides the study file)")
     p.add_argument("--gpus", help="comma-separated GPU ids, or 'auto': one run per GPU")
     p.add_argument("--only", nargs="+", metavar="VARIANT", help="run only these variants")
+    p.add_argument(
+        "--seeds", nargs="+", type=int, metavar="SEED", help="run only these of the study's seeds"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--report-only", action="store_true", help="only (re)build the report")
     p.add_argument("--no-report", action="store_true", help="run, but write no report")
@@ -74,8 +78,19 @@ def run(args: argparse.Namespace) -> int:
                 f"--only: unknown variants {unknown}; the study has {list(spec.variants)}"
             )
 
+    if args.seeds:
+        known = sorted({r.seed for r in spec.runs()})
+        unknown = [s for s in args.seeds if s not in known]
+        if unknown:
+            raise UsageError(f"--seeds: unknown seeds {unknown}; the study has {known}")
+
     runner = StudyRunner(
-        spec, parallel=args.parallel, gpus=gpus, allow_changed=args.allow_changed, only=args.only
+        spec,
+        parallel=args.parallel,
+        gpus=gpus,
+        allow_changed=args.allow_changed,
+        only=args.only,
+        seeds=args.seeds,
     )
     if args.dry_run:
         where = f"GPUs {runner.gpus}" if runner.gpus else "CPU/default device"

@@ -153,6 +153,10 @@ DEFAULTS: dict = {
         "betas": [0.9, 0.999],
         "weight_decay": 1e-4,
         "no_decay_norm_bias": True,  # no weight decay on norm layers and biases
+        # torch's fused optimizer step (one kernel for all parameters): AdamW's step takes 0.05
+        # s instead of 0.22 s for a ResNet-18 detector on one CPU thread. Off by default so that
+        # runs recorded before it reproduce bit for bit (fused rounds differently)
+        "fused": False,
         "max_iter": 1000,  # training iterations (optimizer steps)
         "max_epochs": 0,  # > 0: stop after this many epochs instead of max_iter
         "ims_per_batch": 4,  # images per iteration, across all ranks

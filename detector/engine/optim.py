@@ -46,10 +46,11 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     s = cfg.solver
     groups = param_groups(model, s.weight_decay, s.no_decay_norm_bias)
+    fused = {"fused": True} if s.get("fused") else {}
     if s.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum)
+        return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, **fused)
     if s.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=s.lr, betas=tuple(s.betas))
+        return torch.optim.AdamW(groups, lr=s.lr, betas=tuple(s.betas), **fused)
     raise ConfigError(f"solver.optimizer={s.optimizer!r}: use 'sgd' or 'adamw'")
 
 

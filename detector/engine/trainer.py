@@ -595,6 +595,19 @@ class Trainer:
             list(cfg.eval.max_dets),
             iou_thrs=cfg.eval.get("iou_thrs") or None,
         )
+        # what the numbers depend on beyond the config: losses differ slightly between thread
+        # counts, so a figure quoted from this run (docs/demo_reference.json) names its count
+        self.logger.record(
+            "start",
+            self.start_iter,
+            {
+                "threads": self.threads,
+                "world_size": self.world,
+                "device": str(self.device),
+                "torch": torch.__version__,
+                "cpus": os.cpu_count(),
+            },
+        )
         if self.resumed_changes:
             changed = {k: [a, b] for k, a, b in self.resumed_changes}
             self.logger.record("resume", self.start_iter, {"changed": changed})

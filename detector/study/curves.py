@@ -17,7 +17,7 @@ curve tells them apart (a gap that closes along the schedule is speed, one that 
 A cached point is trusted while (a) its checkpoint, if still there, has the size and mtime it was
 scored at (a rewritten file is scored again), (b) that mtime is later than the run directory's
 last ``--overwrite`` (``.overwritten-*``: a replaced run's cache is not the new run's) and (c)
-``config.yaml`` still scores the same way (:func:`eval_settings`; a longer schedule keeps the
+``config.yaml`` still scores the same way (:func:`cached_point_inputs`; a longer schedule keeps the
 cache). A point whose checkpoint was pruned (``keep_last``) stays: that is how a curve outlives
 pruning when ``smalldet curve`` is run while the run trains.
 
@@ -64,10 +64,12 @@ def cache_path(run_dir: str | Path, iteration: int) -> Path:
 # ------------------------------------------------------------------------- cache validity
 
 
-def eval_settings(raw_cfg: dict) -> dict:
+def cached_point_inputs(raw_cfg: dict) -> dict:
     """What decides a checkpoint's numbers, from a resolved config: the eval bins, max_dets,
-    backend (and IoU thresholds and preset, when set), the model section and the val set. Not the schedule, so resuming a run with a
-    longer ``solver.max_iter`` keeps its cached points; not the device."""
+    backend (and IoU thresholds and preset, when set), the model section and the val set. Not
+    the schedule, so resuming a run with a longer ``solver.max_iter`` keeps its cached points;
+    not the device. (The keyword arguments the scorer takes are
+    :func:`detector.evaluation.capacity.eval_settings`.)"""
     data = raw_cfg.get("data") or {}
     transforms = data.get("transforms") or {}
     ev = raw_cfg.get("eval") or {}
@@ -88,7 +90,7 @@ def eval_settings(raw_cfg: dict) -> dict:
 
 
 def settings_key(raw_cfg: dict) -> str:
-    blob = json.dumps(eval_settings(raw_cfg), sort_keys=True, default=str).encode()
+    blob = json.dumps(cached_point_inputs(raw_cfg), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -267,7 +269,7 @@ def score_checkpoint(cfg, checkpoint: Path, iteration: int, key: str, run_dir: P
     and cache the point (atomically: a reader sees all of it or none)."""
     from detector.engine import inference  # looked up at call time (tests replace it)
     from detector.evaluation import evaluate
-    from detector.evaluation.capacity import eval_settings as scoring_settings
+    from detector.evaluation.capacity import eval_settings
 
     stamp = _stamp(checkpoint)  # before reading: a file rewritten meanwhile is scored again
     t0 = time.perf_counter()
@@ -275,7 +277,7 @@ def score_checkpoint(cfg, checkpoint: Path, iteration: int, key: str, run_dir: P
     report = evaluate(
         gt_path,
         results,
-        **scoring_settings(cfg),  # the run's bins, maxDets, IoU thresholds, preset and caps
+        **eval_settings(cfg),  # the run's bins, maxDets, IoU thresholds, preset and caps
         errors=False,  # the summary does not depend on the error analysis
     )
     rec = {

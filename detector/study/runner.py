@@ -215,6 +215,7 @@ class StudyRunner:
         allow_changed: bool = False,
         only: list[str] | None = None,
         echo: Callable[[str], None] | None = print,
+        seeds: list[int] | None = None,
     ):
         self.spec = spec
         self.gpus = [str(g) for g in (spec.gpus if gpus is None else gpus)]
@@ -223,6 +224,7 @@ class StudyRunner:
             self.parallel = min(self.parallel, len(self.gpus)) if parallel else len(self.gpus)
         self.allow_changed = allow_changed
         self.only = set(only or [])
+        self.seeds = set(seeds or [])
         self.echo = echo or (lambda s: None)
         self._procs: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
@@ -365,7 +367,12 @@ class StudyRunner:
     # -- the pool --------------------------------------------------------------------------
 
     def selected_runs(self) -> list[Run]:
-        return [r for r in self.spec.runs() if not self.only or r.variant in self.only]
+        return [
+            r
+            for r in self.spec.runs()
+            if (not self.only or r.variant in self.only)
+            and (not self.seeds or r.seed in self.seeds)
+        ]
 
     def plan(self) -> list[tuple[Run, str]]:
         return [(r, run_state(r.run_dir)) for r in self.selected_runs()]
