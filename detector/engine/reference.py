@@ -1,0 +1,212 @@
+"""A finished run's reference record: the figures a document quotes, with what produced them.
+
+The README's demo table is quoted from one run of ``configs/demo.yaml``. It drifted once, when
+the code changed after it was measured, because nothing tied the two together. The record
+(``docs/demo_reference.json``) holds the size table, the config's fingerprint, the thread count
+and the first logged losses, so a test can fail on drift: the README block must equal
+:func:`markdown_table` of the record, the config must still hash to the recorded fingerprint,
+and ten iterations of the config must still log the recorded loss (a code change that alters
+training shows up there long before the end of a run).
+
+    python docs/update_demo_reference.py runs/demo --seconds 540
+
+writes the record from a finished demo run and rewrites the README block between
+:data:`BEGIN` and :data:`END`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import statistics
+from pathlib import Path
+
+import yaml
+
+from detector.utils.errors import SmalldetError
+from detector.utils.files import atomic_write_json, atomic_write_text, read_json
+
+FORMAT = "smalldet-reference-1"
+BEGIN = (
+    "<!-- demo-table: written by docs/update_demo_reference.py from docs/demo_reference.json -->"
+)
+END = "<!-- /demo-table -->"
+# where a run was written and where its data is cached do not change a number
+VOLATILE = ("output_dir", "data.builtin.cache_dir")
+# filled in by the trainer from the data when the config leaves them unset
+FILLED = ("model.num_classes",)
+LOSS_KEY = "loss/total"
+
+
+class ReferenceError(SmalldetError):
+    """A run that cannot serve as a reference, or a reference file that is not one."""
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_fingerprint(cfg: dict) -> str:
+    """sha256 (16 hex digits) of a resolved config, without the keys that change no number."""
+    flat = {k: v for k, v in _flat(dict(cfg)).items() if k not in VOLATILE and k not in FILLED}
+    blob = json.dumps(flat, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise ReferenceError(f"{path}: missing; is {run_dir} a training run?")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _fmt_px(v: float) -> str:
+    return "inf" if math.isinf(v) else f"{v:g}"
+
+
+def make_reference(run_dir: str | Path, config_path: str | Path, seconds: float) -> dict:
+    """The record of a finished run of ``config_path`` that took ``seconds`` in all."""
+    from detector.config import load_config
+    from detector.data.loader import split_paths
+    from detector.evaluation import evaluate
+    from detector.evaluation.capacity import eval_settings
+
+    run_dir = Path(run_dir)
+    cfg = load_config(config_path)
+    ran = yaml.safe_load((run_dir / "config.yaml").read_text())
+    want, got = _flat(cfg.to_dict()), _flat(ran)
+    differ = [
+        k
+        for k in sorted(set(want) | set(got))
+        if k not in VOLATILE and k not in FILLED and want.get(k) != got.get(k)
+    ]
+    if differ:
+        raise ReferenceError(
+            f"{run_dir}/config.yaml: not a run of {config_path} as it is now "
+            f"(differs in {', '.join(differ[:5])}); train it again without overrides"
+        )
+    rows = _rows(run_dir)
+    finals = [r for r in rows if r.get("type") == "final"]
+    if not finals or finals[-1]["iteration"] != cfg.solver.max_iter:
+        raise ReferenceError(f"{run_dir}: not finished (no final row at {cfg.solver.max_iter})")
+    starts = [r for r in rows if r.get("type") == "start"]
+    if len(starts) != 1:
+        raise ReferenceError(
+            f"{run_dir}/metrics.jsonl: {len(starts)} 'start' rows; a reference must be one "
+            "uninterrupted run (resumed runs may have changed thread count)"
+        )
+    train = [r for r in rows if r.get("type") == "train"]
+    results = read_json(run_dir / "results_val.json")
+    _, gt_path = split_paths(cfg, "val", generate=False)
+    report = evaluate(str(gt_path), results, **eval_settings(cfg))
+    ar_md = report.max_dets[-1]
+    table = []
+    for b in report.bins:
+        m = report.per_bin[b.name]
+        row = {"bin": b.name, "lo_px": _fmt_px(b.lo), "hi_px": _fmt_px(b.hi)}
+        row["gt"] = int(m["gt_count"])
+        if m["status"] != "no objects":
+            row.update({k: m[k] for k in ("AP", "AP50", "AP75")})
+            row["AR"] = m["AR"][str(ar_md)]
+        table.append(row)
+    return {
+        "format": FORMAT,
+        "config": str(config_path),
+        "config_fingerprint": config_fingerprint(cfg.to_dict()),
+        "threads": starts[0]["threads"],
+        "cpus": starts[0]["cpus"],
+        "torch": starts[0]["torch"],
+        "device": starts[0]["device"],
+        "iterations": int(cfg.solver.max_iter),
+        "seconds": float(seconds),
+        "evaluations": sum(r.get("type") == "eval" for r in rows),
+        "val_images": len({int(i["id"]) for i in read_json(gt_path)["images"]}),
+        "s_per_iter": statistics.median(r["compute_time"] + r["data_time"] for r in train),
+        "losses": [{"iteration": r["iteration"], LOSS_KEY: r[LOSS_KEY]} for r in train[:2]],
+        "ar_max_dets": ar_md,
+        "table": table,
+    }
+
+
+def read_reference(path: str | Path) -> dict:
+    ref = read_json(path)
+    if not isinstance(ref, dict) or ref.get("format") != FORMAT:
+        raise ReferenceError(
+            f"{path}: not a {FORMAT} file (write it with docs/update_demo_reference.py)"
+        )
+    return ref
+
+
+def _pct(v: float | None) -> str:
+    return "" if v is None or v < 0 else f"{100 * v:.1f}"
+
+
+def markdown_table(ref: dict) -> str:
+    """The size table of a record, as the README shows it."""
+    head = ["bin", "GT", "AP", "AP50", "AP75", f"AR@{ref['ar_max_dets']}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in ref["table"]:
+        name = r["bin"] if r["bin"] == "all" else f"{r['bin']} ({r['lo_px']}-{r['hi_px']} px)"
+        if "AP" not in r:
+            lines.append(f"| {name} | 0 | no objects | | | |")
+            continue
+        vals = [_pct(r[k]) for k in ("AP", "AP50", "AP75", "AR")]
+        lines.append("| " + " | ".join([name, str(r["gt"]), *vals]) + " |")
+    return "\n".join(lines)
+
+
+def duration_text(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s:02d} s"
+
+
+def readme_block(ref: dict) -> str:
+    """What sits between :data:`BEGIN` and :data:`END` in the README."""
+    return "\n".join(
+        [
+            BEGIN,
+            f"Measured from an empty cache on this project's {ref['cpus']}-core CPU machine "
+            f"(no GPU, {ref['threads']} torch threads, torch {ref['torch']}): "
+            f"**{duration_text(ref['seconds'])}** in all (dataset generation, "
+            f"{ref['iterations']} iterations at {ref['s_per_iter']:.2f} s each, "
+            f"{ref['evaluations']} evaluations of the {ref['val_images']} val images).",
+            "",
+            markdown_table(ref),
+            END,
+        ]
+    )
+
+
+def replace_block(text: str, block: str, where: str = "README.md") -> str:
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise ReferenceError(f"{where}: no {BEGIN!r} ... {END!r} block to replace")
+    return text[:start] + block + text[end + len(END) :]
+
+
+def write_reference(ref: dict, path: str | Path, readme: str | Path | None = None) -> None:
+    atomic_write_json(ref, path)
+    if readme is not None:
+        text = Path(readme).read_text()
+        atomic_write_text(replace_block(text, readme_block(ref), str(readme)), readme)
+
+
+__all__ = [
+    "BEGIN",
+    "END",
+    "ReferenceError",
+    "config_fingerprint",
+    "make_reference",
+    "markdown_table",
+    "read_reference",
+    "readme_block",
+    "replace_block",
+    "write_reference",
+]
