@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from detector.utils.dotted import diff_dotted, flatten
 from detector.utils.errors import SmalldetError
 from detector.utils.files import atomic_write_json, atomic_write_text, read_json
 
@@ -43,19 +44,9 @@ class ReferenceError(SmalldetError):
     """A run that cannot serve as a reference, or a reference file that is not one."""
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def config_fingerprint(cfg: dict) -> str:
     """sha256 (16 hex digits) of a resolved config, without the keys that change no number."""
-    flat = {k: v for k, v in _flat(dict(cfg)).items() if k not in VOLATILE and k not in FILLED}
+    flat = {k: v for k, v in flatten(dict(cfg)).items() if k not in VOLATILE and k not in FILLED}
     blob = json.dumps(flat, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -81,12 +72,7 @@ def make_reference(run_dir: str | Path, config_path: str | Path, seconds: float)
     run_dir = Path(run_dir)
     cfg = load_config(config_path)
     ran = yaml.safe_load((run_dir / "config.yaml").read_text())
-    want, got = _flat(cfg.to_dict()), _flat(ran)
-    differ = [
-        k
-        for k in sorted(set(want) | set(got))
-        if k not in VOLATILE and k not in FILLED and want.get(k) != got.get(k)
-    ]
+    differ = [key for key, _, _ in diff_dotted(cfg.to_dict(), ran, ignore=VOLATILE + FILLED)]
     if differ:
         raise ReferenceError(
             f"{run_dir}/config.yaml: not a run of {config_path} as it is now "
