@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import statistics
 from pathlib import Path
 
 import yaml
 
+from detector.utils.bins import fmt_px
 from detector.utils.dotted import diff_dotted, flatten
 from detector.utils.errors import SmalldetError
-from detector.utils.files import atomic_write_json, atomic_write_text, read_json
+from detector.utils.files import atomic_write_json, atomic_write_text, read_json, read_jsonl
 
 FORMAT = "smalldet-reference-1"
 BEGIN = (
@@ -51,17 +51,6 @@ def config_fingerprint(cfg: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _rows(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        raise ReferenceError(f"{path}: missing; is {run_dir} a training run?")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _fmt_px(v: float) -> str:
-    return "inf" if math.isinf(v) else f"{v:g}"
-
-
 def make_reference(run_dir: str | Path, config_path: str | Path, seconds: float) -> dict:
     """The record of a finished run of ``config_path`` that took ``seconds`` in all."""
     from detector.config import load_config
@@ -78,7 +67,9 @@ def make_reference(run_dir: str | Path, config_path: str | Path, seconds: float)
             f"{run_dir}/config.yaml: not a run of {config_path} as it is now "
             f"(differs in {', '.join(differ[:5])}); train it again without overrides"
         )
-    rows = _rows(run_dir)
+    if not (run_dir / "metrics.jsonl").is_file():
+        raise ReferenceError(f"{run_dir}/metrics.jsonl: missing; is {run_dir} a training run?")
+    rows = read_jsonl(run_dir / "metrics.jsonl")
     finals = [r for r in rows if r.get("type") == "final"]
     if not finals or finals[-1]["iteration"] != cfg.solver.max_iter:
         raise ReferenceError(f"{run_dir}: not finished (no final row at {cfg.solver.max_iter})")
@@ -89,6 +80,7 @@ def make_reference(run_dir: str | Path, config_path: str | Path, seconds: float)
             "uninterrupted run (resumed runs may have changed thread count)"
         )
     train = [r for r in rows if r.get("type") == "train"]
+    evals = [r for r in rows if r.get("type") == "eval"]
     results = read_json(run_dir / "results_val.json")
     _, gt_path = split_paths(cfg, "val", generate=False)
     report = evaluate(str(gt_path), results, **eval_settings(cfg))
@@ -96,7 +88,7 @@ def make_reference(run_dir: str | Path, config_path: str | Path, seconds: float)
     table = []
     for b in report.bins:
         m = report.per_bin[b.name]
-        row = {"bin": b.name, "lo_px": _fmt_px(b.lo), "hi_px": _fmt_px(b.hi)}
+        row = {"bin": b.name, "lo_px": fmt_px(b.lo), "hi_px": fmt_px(b.hi)}
         row["gt"] = int(m["gt_count"])
         if m["status"] != "no objects":
             row.update({k: m[k] for k in ("AP", "AP50", "AP75")})
@@ -112,8 +104,8 @@ def make_reference(run_dir: str | Path, config_path: str | Path, seconds: float)
         "device": starts[0]["device"],
         "iterations": int(cfg.solver.max_iter),
         "seconds": float(seconds),
-        "evaluations": sum(r.get("type") == "eval" for r in rows),
-        "val_images": len({int(i["id"]) for i in read_json(gt_path)["images"]}),
+        "evaluations": len(evals),
+        "val_images": evals[-1]["num_unique_images"],  # the final evaluation's own count
         "s_per_iter": statistics.median(r["compute_time"] + r["data_time"] for r in train),
         "losses": [{"iteration": r["iteration"], LOSS_KEY: r[LOSS_KEY]} for r in train[:2]],
         "ar_max_dets": ar_md,

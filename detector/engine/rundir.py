@@ -29,7 +29,6 @@ resumed iteration.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import shlex
@@ -40,7 +39,7 @@ from pathlib import Path
 
 from detector.utils.dotted import diff_dotted, flatten
 from detector.utils.errors import SmalldetError
-from detector.utils.files import remove_stale_temps
+from detector.utils.files import read_jsonl, remove_stale_temps
 from detector.utils.lock import lock_holder, release_lock, take_lock
 
 from .checkpoint import CKPT_RE
@@ -109,20 +108,9 @@ def results_file(directory: str | Path, iteration: int, final: bool) -> Path:
 def final_row(directory: str | Path) -> dict:
     """The last ``final`` row of ``metrics.jsonl``: written once the run ended and its final
     evaluation (if any) is done, so a run without one has not finished. ``{}`` if none."""
-    path = Path(directory) / "metrics.jsonl"
-    row: dict = {}
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return row
-    for line in lines:
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
-        if isinstance(r, dict) and r.get("type") == "final":
-            row = r
-    return row
+    rows = read_jsonl(Path(directory) / "metrics.jsonl")
+    finals = [r for r in rows if isinstance(r, dict) and r.get("type") == "final"]
+    return finals[-1] if finals else {}
 
 
 def tb_events_dir(directory: str | Path) -> Path:

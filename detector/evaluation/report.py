@@ -7,14 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detector.utils.bins import SizeBin
+from detector.utils.bins import SizeBin, fmt_px
 
 from .errors import ERROR_TYPES
 from .summary import IOU_METRICS, bin_metrics, flat_summary, per_class_ap, thr_label
-
-
-def _fmt_px(v: float) -> str:
-    return "inf" if math.isinf(v) else f"{v:g}"
 
 
 def _num(v: float | None, scale: float = 100.0, digits: int = 1) -> str:
@@ -142,7 +138,7 @@ class EvalReport:
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for b in self.bins:
             m = self.per_bin[b.name]
-            rng = f"{_fmt_px(b.lo)}–{_fmt_px(b.hi)}"
+            rng = f"{fmt_px(b.lo)}–{fmt_px(b.hi)}"
             if m["status"] == "no objects":
                 row = [b.name, rng, "0", "no objects", *[""] * (len(aps) - 1 + len(md))]
             else:

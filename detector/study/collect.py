@@ -17,13 +17,12 @@ for a bin without objects). The worker also writes, and the report uses where pr
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
 from typing import Any
 
-from detector.utils.files import read_json_or
+from detector.utils.files import read_json_or, read_jsonl
 from detector.utils.numbers import is_number
 
 from .layout import EVAL_FILE, RESULTS_FILE, STATUS_FILE
@@ -34,23 +33,6 @@ from .spec import StudySpec
 def is_num(v: Any) -> bool:
     """A finite int or float (not a bool; metrics.jsonl writes non-finite values as strings)."""
     return is_number(v) and math.isfinite(v)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The rows of a JSON-lines file; a line cut by a crash is skipped, a missing file is []."""
-    rows = []
-    try:
-        with open(path) as f:
-            for line in f:
-                line = line.strip()
-                if line:
-                    try:
-                        rows.append(json.loads(line))
-                    except ValueError:
-                        continue
-    except OSError:
-        pass
-    return rows
 
 
 def train_facts(run_dir: Path) -> dict:

@@ -38,9 +38,9 @@ from typing import Any
 import yaml
 
 from detector.utils.errors import SmalldetError
-from detector.utils.files import atomic_write_json, read_json_or
+from detector.utils.files import atomic_write_json, read_json_or, read_jsonl
 
-from .collect import is_num, read_jsonl
+from .collect import is_num
 from .layout import FINAL_MODEL
 
 CURVE_DIR = "curve"

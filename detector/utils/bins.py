@@ -17,6 +17,11 @@ INF = math.inf
 COCO_INF_SIDE = 1e5
 
 
+def fmt_px(v: float) -> str:
+    """A bin edge as tables print it: ``16``, ``0.5``, ``inf``."""
+    return "inf" if math.isinf(v) else f"{v:g}"
+
+
 @dataclass(frozen=True)
 class SizeBin:
     """A named size range, in pixels of sqrt(area)."""

@@ -131,6 +131,24 @@ def read_json_or(path: str | Path, default: Any = None) -> Any:
         return default
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The rows of a JSON-lines file (``metrics.jsonl``); a line cut by a crash is skipped, a
+    missing file is []."""
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError:
+                        continue
+    except OSError:
+        pass
+    return rows
+
+
 def remove_stale_temps(directory: str | Path) -> list[Path]:
     """Delete temporary files that a killed :func:`atomic_file` left in ``directory``.
 
