@@ -1,6 +1,6 @@
 """The README's demo figures cannot drift from what the demo produces: the README block equals
-docs/demo_reference.json, configs/demo.yaml still hashes to the recorded fingerprint, and ten
-iterations of it still log the recorded loss. Plus the record's own pieces, on a real tiny run.
+docs/demo_reference.json, configs/demo.yaml still hashes to the recorded fingerprint, and its first ten
+iterations still log the recorded losses. Plus the record's own pieces, on a real tiny run.
 
 When one of these fails on purpose (the demo or the training code changed), rerun the demo on
 an idle machine from a fresh clone and record it: see docs/update_demo_reference.py."""
@@ -11,7 +11,6 @@ import contextlib
 import io
 import json
 import math
-import signal
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,12 @@ from detector.config import load_config
 from detector.engine.reference import (
     BEGIN,
     END,
+    FIRST_ITERS,
     ReferenceError,
+    add_first_losses,
     config_fingerprint,
+    drift,
+    first_losses,
     make_reference,
     markdown_table,
     read_reference,
@@ -53,36 +56,38 @@ def test_demo_config_is_the_one_the_figures_came_from():
 
 
 @pytest.mark.slow
-def test_ten_demo_iterations_still_log_the_recorded_loss(tmp_path, run_train):
-    """Same config, same thread count: the mean loss of iterations 1-10 is what the reference
-    run logged. The tolerance (1e-3 relative) sits well below what one thread more or less
-    changes (about 5e-3 at iteration 10), so a change to the training code shows here. The run
-    is the real command, stopped by the trainer's SIGKILL test hook after iteration 10."""
+def test_ten_demo_iterations_still_log_the_recorded_losses(tmp_path):
+    """Same config, same thread count: the first ten iterations log the recorded losses, run by
+    the real command and stopped by the trainer's SIGKILL test hook. Iteration 1 is held within
+    3e-3 and the mean of 1-10 within 2e-2 (relative): five to seven times what another CPU's
+    rounding moves them (reference.py), and still below what these changes move them (measured
+    on this demo): 128 RPN samples per image instead of 256 (iteration 1: 6.3e-3), 40 warm-up
+    iterations instead of 30 (mean: 3.2e-2). Smaller optimizer changes (lr +10%: 7e-4) are
+    below what a CPU change does to ten iterations, and no test of them could pass on both."""
     ref = read_reference(REFERENCE)
-    first = ref["losses"][0]
-    cfg = tmp_path / "demo.yaml"
-    cfg.write_text(
-        f"_base_: {ROOT / ref['config']}\ndata:\n  builtin:\n    cache_dir: {tmp_path}\n"
-    )
-    out = tmp_path / "run"
-    proc = run_train(
-        cfg,
-        out,
-        "--threads",
-        str(ref["threads"]),
-        "log.progress=false",
-        "log.tensorboard=false",
-        env={"SMALLDET_KILL_AT_ITER": str(first["iteration"])},
-        timeout=600,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    row = next(r for r in rows if r["type"] == "train")
-    assert row["iteration"] == first["iteration"]
-    assert math.isclose(row["loss/total"], first["loss/total"], rel_tol=1e-3), (
-        f"loss of iterations 1-{row['iteration']}: {row['loss/total']:.6f}, the reference run "
-        f"logged {first['loss/total']:.6f}: the training code changed; {HOW}"
-    )
+    losses = first_losses(ROOT / ref["config"], ref["threads"], cache_dir=tmp_path)
+    assert len(losses) == len(ref["first_losses"]) == FIRST_ITERS
+    assert drift(ref, losses) == [], f"{'; '.join(drift(ref, losses))}: {HOW}"
+
+
+def test_drift_names_the_depth_that_moved():
+    ref = {"first_losses": [2.0] + [1.0] * 9}  # mean 1.1
+    assert drift(ref, [2.0] + [1.0] * 9) == []
+    assert drift(ref, [2.005] + [1.0] * 9) == []  # 2.5e-3 on iteration 1, 4.5e-4 on the mean
+    (line,) = drift(ref, [2.01] + [1.0] * 9)  # 5e-3 on iteration 1, 9e-4 on the mean
+    assert line.startswith("loss of iteration 1: 2.010000, recorded 2.000000")
+    (line,) = drift(ref, [2.0] + [1.03] * 9)  # iteration 1 equal, the mean 2.5e-2 up
+    assert line.startswith("mean loss of iterations 1-10: 1.127000, recorded 1.100000")
+    assert len(drift(ref, [2.1] + [1.1] * 9)) == 2
+
+
+def test_first_losses_must_be_the_runs_own():
+    ref = {"config": "c.yaml", "losses": [{"iteration": 3, "loss/total": 2.0}]}
+    assert add_first_losses(ref, [3.0, 2.0, 1.0])["first_losses"] == [3.0, 2.0, 1.0]
+    with pytest.raises(ReferenceError, match="record on the machine and thread count"):
+        add_first_losses(ref, [3.0, 2.0, 1.1])
+    with pytest.raises(ReferenceError, match=r"set log.period=2 in c.yaml"):
+        add_first_losses(ref, [3.0, 2.0])
 
 
 def test_markdown_table_and_block_replacement():
