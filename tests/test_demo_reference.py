@@ -79,6 +79,8 @@ def test_drift_names_the_depth_that_moved():
     (line,) = drift(ref, [2.0] + [1.03] * 9)  # iteration 1 equal, the mean 2.5e-2 up
     assert line.startswith("mean loss of iterations 1-10: 1.127000, recorded 1.100000")
     assert len(drift(ref, [2.1] + [1.1] * 9)) == 2
+    with pytest.raises(ReferenceError, match="no 'first_losses'.*update_demo_reference"):
+        drift({"config": "configs/demo.yaml"}, [1.0])
 
 
 def test_first_losses_must_be_the_runs_own():

@@ -149,7 +149,7 @@ def first_losses(
         if cache_dir is not None:
             cmd.append(f"data.builtin.cache_dir={cache_dir}")
         env = {**os.environ, "PYTHONWARNINGS": "ignore", "SMALLDET_KILL_AT_ITER": str(iterations)}
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         if proc.returncode != -signal.SIGKILL:
             raise ReferenceError(
                 f"{config_path}: the first {iterations} iterations did not run (exit code "
@@ -184,6 +184,11 @@ def add_first_losses(ref: dict, losses: list[float]) -> dict:
 def drift(ref: dict, losses: list[float]) -> list[str]:
     """What in ``losses`` (from :func:`first_losses`) departs from the record, as sentences;
     empty when the code still trains as it did."""
+    if "first_losses" not in ref:
+        raise ReferenceError(
+            f"the record of {ref.get('config')} has no 'first_losses' (an older record): "
+            "rerun docs/update_demo_reference.py on the demo run"
+        )
     want = ref["first_losses"]
     out = []
     if abs(losses[0] - want[0]) > FIRST_TOL * abs(want[0]):
