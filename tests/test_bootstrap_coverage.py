@@ -241,3 +241,19 @@ def test_the_bias_is_real_and_one_sided(coverage):
     pct = draws["ci"]["percentile"][:, :2, 0]
     above, below = (pct[..., 0] > truth[:2]).mean(), (pct[..., 1] < truth[:2]).mean()
     assert above > 0.1 > below, (above, below)
+
+
+def test_ap25_is_a_metric_where_the_thresholds_hold_025():
+    """TinyPerson's AP25 (IoU 0.25/0.5/0.75) gets values and intervals like AP50: the point
+    value equals the evaluator's on the same data, a bin's too, and without 0.25 among the
+    thresholds it is refused by name."""
+    gt, res = make_dataset(20, seed=7, n_cats=2, dets_per_image=20)
+    thrs = [0.25, 0.5, 0.75]
+    ref = evaluate(gt, res, errors=False, bins="coco", iou_thrs=thrs).summary
+    out = bootstrap_runs(gt, [res], ["AP25", "AP25_small", "AP50"], n=20, iou_thrs=thrs)
+    assert out["values"][0].tolist() == pytest.approx(
+        [ref["AP25"], ref["AP25_small"], ref["AP50"]], abs=1e-12
+    )
+    assert ref["AP25"] > ref["AP50"]  # a looser match: the key is not AP50 under another name
+    with pytest.raises(ValueError, match=r"AP25 needs IoU threshold 0.25"):
+        bootstrap_runs(gt, [res], ["AP25"], n=5)

@@ -27,7 +27,7 @@ from torchvision.transforms.v2 import functional as F
 from detector.config.loader import tile_window
 
 from .coco import CocoDataset
-from .transforms import _keep
+from .transforms import keep_boxes
 from .validation import DatasetError
 
 # images named in a "tile larger than the image" error (all of them are counted)
@@ -143,7 +143,7 @@ class RandomTile:
             ),
             tile=(tile.left, tile.top, tile.side, tile.side),
         )
-        return image, _keep(target, keep)
+        return image, keep_boxes(target, keep)
 
     def __call__(self, image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
         h, w = int(image.shape[-2]), int(image.shape[-1])

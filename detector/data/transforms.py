@@ -18,7 +18,8 @@ from detector.config.loader import ConfigError
 PER_BOX_KEYS = ("labels", "area", "iscrowd")
 
 
-def _keep(target: dict, keep: torch.Tensor) -> dict:
+def keep_boxes(target: dict, keep: torch.Tensor) -> dict:
+    """``target`` with only the boxes ``keep`` selects, and their per-box fields with them."""
     out = dict(target)
     boxes = target["boxes"]
     out["boxes"] = tv_tensors.wrap(boxes.as_subclass(torch.Tensor)[keep], like=boxes)
@@ -145,7 +146,7 @@ class RandomCropVisible:
         target = dict(
             target, boxes=tv_tensors.BoundingBoxes(moved, format="XYXY", canvas_size=(ch, cw))
         )
-        return image, _keep(target, keep)
+        return image, keep_boxes(target, keep)
 
     def __repr__(self) -> str:
         return f"RandomCropVisible(size={self.size}, min_visibility={self.min_visibility})"
@@ -162,7 +163,7 @@ class DropDegenerate:
         keep = ((b[:, 2] - b[:, 0]) >= self.min_size) & ((b[:, 3] - b[:, 1]) >= self.min_size)
         if bool(keep.all()):
             return image, target
-        return image, _keep(target, keep)
+        return image, keep_boxes(target, keep)
 
 
 def build_transforms(cfg, train: bool) -> Compose:

@@ -157,10 +157,10 @@ def draw_detections(
     labelled ``<class> <score>``."""
     from torchvision.utils import draw_bounding_boxes
 
-    from .visualize import _colour_map
+    from .visualize import bin_colours
 
     bins = get_bins(bins) if isinstance(bins, str | list) or bins is None else bins
-    _, colours = _colour_map(bins)
+    _, colours = bin_colours(bins)
     keep = det["scores"] >= score_thresh
     boxes, scores, labels = det["boxes"][keep], det["scores"][keep], det["labels"][keep]
     if not len(boxes):

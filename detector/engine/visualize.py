@@ -31,7 +31,9 @@ FONT_SIZE = 11  # px in the drawn image, whatever its scale
 Rect = tuple[float, float, float, float]
 
 
-def _colour_map(bins) -> tuple[dict, dict]:
+def bin_colours(bins) -> tuple[dict, dict]:
+    """(ground truth, prediction) colour per size-bin name (and ``None`` for out of every bin),
+    so that a box's colour says its size in every drawing."""
     names = [b.name for b in bins if b.name != "all"]
     gt = {n: GT_PALETTE[i % len(GT_PALETTE)] for i, n in enumerate(names)}
     pred = {n: PRED_PALETTE[i % len(PRED_PALETTE)] for i, n in enumerate(names)}
@@ -132,7 +134,7 @@ def draw_gt_and_predictions(
     scale = max(1, int(min_side // max(1, min(h, w))))
     if scale > 1:
         img = F.interpolate(img[None], scale_factor=scale, mode="nearest")[0]
-    gt_col, pred_col = _colour_map(bins)
+    gt_col, pred_col = bin_colours(bins)
 
     def bin_of(b: torch.Tensor) -> str | None:
         area = float((b[2] - b[0]).clamp(min=0) * (b[3] - b[1]).clamp(min=0))

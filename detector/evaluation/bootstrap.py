@@ -25,8 +25,8 @@ import numpy as np
 
 from .api import parse_max_dets, prepare, resolve_bins
 from .coco_io import Detections, load_results
-from .fast_eval import EPS, MatchTable, _Cell, _cell, accumulate, build_match_table, coco_iou_thrs
-from .summary import iou_index, mean_valid
+from .fast_eval import EPS, Cell, MatchTable, accumulate, build_match_table, cell_of, coco_iou_thrs
+from .summary import IOU_OF_METRIC, iou_index, mean_valid
 
 DEFAULT_KEYS = ("AP", "AP50", "AP75")
 CI_METHODS = ("bca", "percentile", "basic")
@@ -45,7 +45,7 @@ def parse_metric_key(key: str, bin_names: list[str], max_dets: tuple[int, ...]):
     """``AP_small`` -> ("AP", "small", None); ``AR_tiny@100`` -> ("AR", "tiny", 100)."""
     base, _, md = key.partition("@")
     mdet = int(md) if md else None
-    for metric in ("AP50", "AP75", "AP", "AR"):
+    for metric in (*IOU_OF_METRIC, "AP", "AR"):
         if base == metric:
             name = "all"
         elif base.startswith(metric + "_") and base[len(metric) + 1 :] in bin_names:
@@ -62,7 +62,8 @@ def parse_metric_key(key: str, bin_names: list[str], max_dets: tuple[int, ...]):
             break
         return metric, name, mdet
     raise ValueError(
-        f"unknown metric {key!r}: use AP, AP50, AP75, AP_<bin>, AR@<maxdets>, AR_<bin>@<maxdets> "
+        f"unknown metric {key!r}: use AP, AP25, AP50, AP75, AP_<bin>, AR@<maxdets>, "
+        "AR_<bin>@<maxdets> "
         f"with bins {bin_names} and maxDets {list(max_dets)}"
     )
 
@@ -70,7 +71,7 @@ def parse_metric_key(key: str, bin_names: list[str], max_dets: tuple[int, ...]):
 # ------------------------------------------------------------------- batched accumulation
 
 
-def _seg_cumsum_rows(values: np.ndarray, cell: _Cell) -> np.ndarray:
+def _seg_cumsum_rows(values: np.ndarray, cell: Cell) -> np.ndarray:
     """Per-row cumulative sum restarting at each (IoU, category) segment of the cell."""
     c = np.cumsum(values, axis=1)
     if c.shape[1] == 0:
@@ -94,7 +95,7 @@ def _linear_parts(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """True and false positives before each true-positive event (B, events) and GT per category
     (B, K), the parts of a curve that are linear in the image weights."""
-    cell = _cell(mt, a, mi)
+    cell = cell_of(mt, a, mi)
     npig = W @ _gt_per_image(mt, a)
     ti = cell.tp_idx
     cw = np.zeros((len(W), len(cell.counted_idx) + 1))
@@ -119,7 +120,7 @@ def batch_curves(
     """
     W = np.asarray(weights, np.float64)
     B, T, K, R = len(W), mt.T, mt.K, len(mt.rec_thrs)
-    cell = _cell(mt, a, mi)
+    cell = cell_of(mt, a, mi)
     ti = cell.tp_idx
     if mt.n_images <= _BASIS_IMAGES and mt.n_images * (2 * len(ti) + K) <= _BASIS_ELEMENTS:
         key = ("per_image_counts", a, mi)
@@ -165,12 +166,11 @@ class _Metrics:
         md = {len(max_dets) - 1 if m is None else max_dets.index(m) for _, _, m in self.parsed}
         self.mdets = sorted(md)
         for metric, _, _ in self.parsed:
-            if metric in ("AP50", "AP75"):
-                thr = 0.5 if metric == "AP50" else 0.75
-                if iou_index(iou_thrs, thr) is None:
-                    raise ValueError(f"{metric} needs IoU threshold {thr} among {list(iou_thrs)}")
+            thr = IOU_OF_METRIC.get(metric)
+            if thr is not None and iou_index(iou_thrs, thr) is None:
+                raise ValueError(f"{metric} needs IoU threshold {thr} among {list(iou_thrs)}")
 
-    def _cell_of(self, b: str, md: int | None) -> tuple[int, int]:
+    def _cell_index(self, b: str, md: int | None) -> tuple[int, int]:
         """(area range, maxDets) indices of a parsed key; AP is taken at the largest maxDets."""
         m = len(self.max_dets) - 1 if md is None else self.max_dets.index(md)
         return self.bin_names.index(b), m
@@ -179,14 +179,14 @@ class _Metrics:
         prec, rec = accumulate(mt, weights, self.areas, self.mdets, compact=True)
         out = np.empty(len(self.keys))
         for i, (metric, b, md) in enumerate(self.parsed):
-            a_full, m_full = self._cell_of(b, md)
+            a_full, m_full = self._cell_index(b, md)
             a, m = self.areas.index(a_full), self.mdets.index(m_full)
             if metric == "AR":
                 v = mean_valid(rec[:, :, [a], [m]])
             else:
                 s = prec
                 if metric != "AP":
-                    s = prec[[iou_index(self.iou_thrs, 0.5 if metric == "AP50" else 0.75)]]
+                    s = prec[[iou_index(self.iou_thrs, IOU_OF_METRIC[metric])]]
                 v = mean_valid(s[:, :, :, [a], [m]])
             out[i] = np.nan if v is None else v
         return out
@@ -195,10 +195,10 @@ class _Metrics:
         """(B, keys) metric values for B weight vectors (rows of ``weights``), in chunks."""
         weights = np.asarray(weights)
         out = np.empty((len(weights), len(self.keys)))
-        cells = {self._cell_of(b, md) for _, b, md in self.parsed}
+        cells = {self._cell_index(b, md) for _, b, md in self.parsed}
         width = max(
             [mt.T * mt.K * len(mt.rec_thrs), mt.n_images]
-            + [len(_cell(mt, a, m).counted_idx) + len(_cell(mt, a, m).p) for a, m in cells]
+            + [len(cell_of(mt, a, m).counted_idx) + len(cell_of(mt, a, m).p) for a, m in cells]
         )
         step = _BATCH_ELEMENTS // max(width, 1)
         if step < _MIN_BATCH:  # a large set: one accumulate() per row is faster
@@ -209,12 +209,12 @@ class _Metrics:
             rows = slice(s, s + step)
             curves = {c: batch_curves(mt, weights[rows], *c) for c in cells}
             for i, (metric, b, md) in enumerate(self.parsed):
-                q, rec, valid = curves[self._cell_of(b, md)]
+                q, rec, valid = curves[self._cell_index(b, md)]
                 if metric == "AR":
                     out[rows, i] = _masked_mean(rec.sum(1), valid, mt.T)
                     continue
                 if metric != "AP":
-                    q = q[:, [iou_index(self.iou_thrs, 0.5 if metric == "AP50" else 0.75)]]
+                    q = q[:, [iou_index(self.iou_thrs, IOU_OF_METRIC[metric])]]
                 out[rows, i] = _masked_mean(q.sum((1, 3)), valid, q.shape[1] * q.shape[3])
         return out
 

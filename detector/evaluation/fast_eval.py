@@ -192,7 +192,7 @@ def _seg_cumsum(values: np.ndarray, seg: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _Cell:
+class Cell:
     """Static (weight-independent) event arrays of one (area range, maxDets) pair."""
 
     counted_idx: np.ndarray  # positions of detections that count as FP when unmatched
@@ -211,7 +211,9 @@ class _Cell:
     tp_idx: np.ndarray  # indices of the true-positive events
 
 
-def _cell(mt: MatchTable, a: int, mi: int) -> _Cell:
+def cell_of(mt: MatchTable, a: int, mi: int) -> Cell:
+    """The events of one (area range, maxDets) cell, built once per table and cached: the
+    evaluator and the bootstrap both accumulate from it."""
     key = (a, mi)
     if key not in mt.cache:
         valid = mt.det_rank < mt.max_dets[mi]
@@ -223,7 +225,7 @@ def _cell(mt: MatchTable, a: int, mi: int) -> _Cell:
         seg = t * mt.K + k
         seg_first = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]]) if len(seg) else seg
         n_before_cat = np.searchsorted(counted_idx, mt.cat_start[:-1], side="left")
-        mt.cache[key] = _Cell(
+        mt.cache[key] = Cell(
             counted_idx=counted_idx,
             p=p,
             tp=tp,
@@ -242,7 +244,7 @@ def _cell(mt: MatchTable, a: int, mi: int) -> _Cell:
     return mt.cache[key]
 
 
-def _seg_cumsum_cell(values: np.ndarray, cell: _Cell) -> np.ndarray:
+def _seg_cumsum_cell(values: np.ndarray, cell: Cell) -> np.ndarray:
     c = np.cumsum(values)
     if len(c) == 0:
         return c
@@ -281,7 +283,7 @@ def accumulate(
         npig = np.bincount(mt.gt_cat, weights=w_gt, minlength=K)[:K]
         has_gt = npig > 0
         for mj, mi in enumerate(mdets):
-            cell = _cell(mt, a, mi)
+            cell = cell_of(mt, a, mi)
             ti = cell.tp_idx
             n_le, n_before = cell.n_le[ti], cell.n_before[ti]
             if weighted:

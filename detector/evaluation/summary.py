@@ -15,6 +15,8 @@ from detector.utils.bins import SizeBin
 
 # AP at one IoU threshold each (AP25 only when the thresholds hold 0.25), after plain AP
 IOU_METRICS = ("AP", "AP25", "AP50", "AP75")
+# the IoU threshold of each single-threshold AP key
+IOU_OF_METRIC = {"AP25": 0.25, "AP50": 0.5, "AP75": 0.75}
 
 
 def mean_valid(s: np.ndarray) -> float | None:
@@ -64,7 +66,7 @@ def bin_metrics(
         return mean_valid(s[:, :, [a], [m]])
 
     out["AP"] = ap()
-    for label, thr in (("AP25", 0.25), ("AP50", 0.5), ("AP75", 0.75)):
+    for label, thr in IOU_OF_METRIC.items():
         t = iou_index(iou_thrs, thr)
         if label == "AP25" and t is None:
             continue  # only where asked for (TinyPerson): COCO's keys stay exactly as they are
