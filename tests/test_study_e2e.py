@@ -67,6 +67,7 @@ def test_tiny_real_study(tmp_path, monkeypatch):
         assert run_state(r.run_dir) == "finished"
         ev = json.loads((r.run_dir / "study_eval.json").read_text())
         assert "AP_small" in ev["summary"] and ev["inference_s_per_img"] > 0
+        assert ev["detections_from"] == "eval"  # eval.final=false: the trainer wrote none
         assert ev["model_info"]["output_stride"] == 16
         assert isinstance(json.loads((r.run_dir / "results_val.json").read_text()), list)
     agg = write_report(spec)

@@ -364,3 +364,49 @@ def test_worker_eval_refuses_a_model_of_another_variant_in_one_line(tmp_path, mo
     assert rc == 1 and "Traceback" not in err and len(err.splitlines()) == 1, err
     assert "different model config" in err and "variant: 'c5' vs 'dc5'" in err
     assert not (run_dir / "study_eval.json").exists()
+
+
+def test_eval_phase_reuses_the_trainers_final_detections_only_when_they_are_that_models(
+    tmp_path,
+):
+    """The trainer's final evaluation already wrote the detections of model_final.pth: the
+    study's eval phase takes them (no second inference pass) when every link holds, and
+    falls back to its own inference when any one breaks."""
+    from detector.config import load_config, save_config
+    from detector.study.worker import trainer_results
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    cfg = load_config(None, [])
+    trained = load_config(None, ["model.num_classes=2"])  # the trainer fills it from the data
+    save_config(trained, run_dir / "config.yaml")
+    (run_dir / "model_final.pth").write_bytes(b"weights")
+    dets = [{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.9}] * 3
+    (run_dir / "results_val.json").write_text(json.dumps(dets))
+    rows = [
+        {"type": "eval", "iteration": 5, "num_results": 4, "eval_time": 9.0},  # a mid-run eval
+        {"type": "eval", "iteration": 10, "num_results": 3, "eval_time": 7.5},
+        {"type": "final", "iteration": 10},
+    ]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert trainer_results(run_dir, cfg) == (dets, 7.5)
+
+    # a test-time setting changed since training: these detections are not the eval's
+    assert trainer_results(run_dir, load_config(None, ["model.roi.score_thresh=0.5"])) is None
+    # detections older than the weights (the weights were rewritten after that evaluation)
+    old = (run_dir / "model_final.pth").stat().st_mtime_ns - 10**9
+    os.utime(run_dir / "results_val.json", ns=(old, old))
+    assert trainer_results(run_dir, cfg) is None
+    os.utime(run_dir / "results_val.json")
+    assert trainer_results(run_dir, cfg) == (dets, 7.5)
+    # a count that disagrees with the final evaluation's row
+    (run_dir / "results_val.json").write_text(json.dumps(dets[:2]))
+    assert trainer_results(run_dir, cfg) is None
+    (run_dir / "results_val.json").write_text(json.dumps(dets))
+    # no eval row at the final iteration (eval.final: false): nothing to reuse
+    rows[1]["iteration"] = 9
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert trainer_results(run_dir, cfg) is None
+    # no final row: the run has not finished
+    (run_dir / "metrics.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    assert trainer_results(run_dir, cfg) is None

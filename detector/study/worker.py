@@ -4,9 +4,11 @@
     python -m detector.study.worker eval  --config CFG --output RUN_DIR KEY=VALUE...
 
 ``train`` calls :func:`detector.engine.trainer.train`. ``eval`` loads ``model_final.pth`` once
-(:func:`detector.engine.loading.load_trained_model`), runs inference on the validation set,
-times the model's forward pass (batch 1, median over up to 10 validation images after 2
-warm-up ones), writes the detections to ``results_val.json`` and the
+(:func:`detector.engine.loading.load_trained_model`), takes the detections the trainer's final
+evaluation wrote for those weights (:func:`trainer_results`; it runs inference on the
+validation set itself only when there are none it can trust), times the model's forward pass
+(batch 1, median over up to 10 validation images after 2 warm-up ones), writes the detections
+to ``results_val.json`` and the
 full size-stratified evaluation, the model facts and the timings to ``study_eval.json`` (written
 last and atomically: its presence marks the run as evaluated).
 """
@@ -20,9 +22,12 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from detector.study.layout import EVAL_FILE, FINAL_MODEL, RESULTS_FILE
+from detector.utils.dotted import diff_dotted
 from detector.utils.errors import SmalldetError
-from detector.utils.files import atomic_write_json, read_json
+from detector.utils.files import atomic_write_json, read_json, read_json_or, read_jsonl
 
 
 def _load_cfg(config: str, overrides: list[str], run_dir: Path):
@@ -98,6 +103,51 @@ def time_inference(model, dataset, device, max_images: int = 10, warmup: int = 2
     }
 
 
+def trainer_results(run_dir: Path, cfg) -> tuple[list, float] | None:
+    """The detections of the trainer's final evaluation, and that evaluation's seconds, when
+    they are certainly those of ``model_final.pth`` under ``cfg``; else None.
+
+    Why: the trainer already ran the whole validation set through the final weights, and a
+    second pass cost a study 1-2 minutes per run on a CPU. Trusted only when every link holds:
+    the run's ``final`` row has an ``eval`` row of the same iteration, the detections file is
+    no older than the weights and holds as many detections as that row counted, and the
+    run's ``config.yaml`` equals the config the eval phase was given (a test-time setting
+    changed since training means new detections).
+    """
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    finals = [r for r in rows if isinstance(r, dict) and r.get("type") == "final"]
+    if not finals:
+        return None
+    iteration = finals[-1].get("iteration")
+    evals = [
+        r
+        for r in rows
+        if isinstance(r, dict) and r.get("type") == "eval" and r.get("iteration") == iteration
+    ]
+    path, weights, used = run_dir / RESULTS_FILE, run_dir / FINAL_MODEL, run_dir / "config.yaml"
+    if not evals or not path.is_file() or not weights.is_file() or not used.is_file():
+        return None
+    if path.stat().st_mtime_ns < weights.stat().st_mtime_ns:
+        return None
+    try:
+        trained = yaml.safe_load(used.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(trained, dict):
+        return None
+    changed = [
+        key
+        for key, _, new in diff_dotted(trained, cfg.to_dict(), ignore=("output_dir",))
+        if not (key == "model.num_classes" and new == 0)  # 0: the trainer took it from the data
+    ]
+    if changed:
+        return None
+    results = read_json_or(path)
+    if not isinstance(results, list) or len(results) != evals[-1].get("num_results"):
+        return None
+    return results, float(evals[-1].get("eval_time", float("nan")))
+
+
 def cmd_train(args) -> int:
     from detector.engine.trainer import train
 
@@ -130,12 +180,16 @@ def cmd_eval(args) -> int:
     # one load serves the inference pass and the timing (CheckpointError: one line, exit 1)
     model, _ = load_trained_model(cfg, ckpt, device, dataset=dataset)
     gt_path = Path(dataset.ann_file)
-    t0 = time.perf_counter()
-    results = predict_split(cfg, model, dataset, device)
-    elapsed = time.perf_counter() - t0
+    reused = trainer_results(run_dir, cfg)
+    if reused is not None:
+        results, elapsed = reused  # elapsed: the trainer's inference and scoring
+    else:
+        t0 = time.perf_counter()
+        results = predict_split(cfg, model, dataset, device)
+        elapsed = time.perf_counter() - t0
+        atomic_write_json(results, run_dir / RESULTS_FILE)
     gt = read_json(gt_path, "ground-truth file")
     n_images = len(gt.get("images", []))
-    atomic_write_json(results, run_dir / RESULTS_FILE)
 
     # the run's scoring protocol (bins, maxDets, IoU thresholds, preset) and its model caps
     report = evaluate(str(gt_path), results, **eval_settings(cfg))
@@ -158,6 +212,7 @@ def cmd_eval(args) -> int:
         "gt_path": str(gt_path.resolve()),
         "num_images": n_images,
         "num_detections": len(results),
+        "detections_from": "trainer" if reused is not None else "eval",
         "inference_total_s": elapsed,
         "inference_s_per_img": timing.get("median_s") or elapsed / max(n_images, 1),
         "inference_timing": timing,
