@@ -35,17 +35,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from detector.utils.errors import SmalldetError
 from detector.utils.files import atomic_write_json, read_json_or, read_jsonl
 
 from .collect import is_num
-from .layout import FINAL_MODEL
+from .layout import CONFIG_FILE, FINAL_MODEL, METRICS_FILE, raw_config
 
 CURVE_DIR = "curve"
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
 CACHE_FORMAT = "smalldet-curve-point"
 CACHE_RE = re.compile(r"^eval_(\d{7})\.json$")
 # bookkeeping keys of the trainer's eval rows (tb.RunLogger.record + Trainer.evaluate)
@@ -92,16 +88,6 @@ def cached_point_inputs(raw_cfg: dict) -> dict:
 def settings_key(raw_cfg: dict) -> str:
     blob = json.dumps(cached_point_inputs(raw_cfg), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def _raw_config(run_dir: Path) -> dict | None:
-    """``config.yaml`` as plain YAML (no validation: the report must not fail on a path that
-    only resolves from the repository root); None when missing or unreadable."""
-    try:
-        data = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _stamp(path: Path) -> dict | None:
@@ -186,7 +172,7 @@ def _cached_point(rec: dict) -> dict:
 
 def _points(run_dir: Path) -> tuple[dict[int, dict], dict[int, dict], list[dict], dict | None]:
     """``(points by iteration, trusted cache records, metrics rows, raw config)``."""
-    raw = _raw_config(run_dir)
+    raw = raw_config(run_dir)
     rows = read_jsonl(run_dir / METRICS_FILE)
     records = _cache_records(run_dir, settings_key(raw) if raw is not None else None)
     points = {it: _cached_point(rec) for it, rec in records.items()}

@@ -22,9 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
-from detector.study.layout import EVAL_FILE, FINAL_MODEL, RESULTS_FILE
+from detector.study.layout import EVAL_FILE, FINAL_MODEL, METRICS_FILE, RESULTS_FILE, raw_config
 from detector.utils.dotted import diff_dotted
 from detector.utils.errors import SmalldetError
 from detector.utils.files import atomic_write_json, read_json, read_json_or, read_jsonl
@@ -108,32 +106,31 @@ def trainer_results(run_dir: Path, cfg) -> tuple[list, float] | None:
     they are certainly those of ``model_final.pth`` under ``cfg``; else None.
 
     Why: the trainer already ran the whole validation set through the final weights, and a
-    second pass cost a study 1-2 minutes per run on a CPU. Trusted only when every link holds:
-    the run's ``final`` row has an ``eval`` row of the same iteration, the detections file is
-    no older than the weights and holds as many detections as that row counted, and the
-    run's ``config.yaml`` equals the config the eval phase was given (a test-time setting
-    changed since training means new detections).
+    second pass cost a study 40-90 s per run on the aerial cars at one CPU thread. Trusted
+    only when every link holds: the run's ``final`` row (:func:`final_row`) has an ``eval``
+    row of the same iteration, the detections file is no older than the weights and holds as
+    many detections as that row counted, and the run's ``config.yaml`` equals the config the
+    eval phase was given (a test-time setting changed since training means new detections).
     """
-    rows = read_jsonl(run_dir / "metrics.jsonl")
-    finals = [r for r in rows if isinstance(r, dict) and r.get("type") == "final"]
-    if not finals:
+    from detector.engine.rundir import final_row
+
+    finished = final_row(run_dir)
+    if not finished:
         return None
-    iteration = finals[-1].get("iteration")
     evals = [
         r
-        for r in rows
-        if isinstance(r, dict) and r.get("type") == "eval" and r.get("iteration") == iteration
+        for r in read_jsonl(run_dir / METRICS_FILE)
+        if isinstance(r, dict)
+        and r.get("type") == "eval"
+        and r.get("iteration") == finished.get("iteration")
     ]
-    path, weights, used = run_dir / RESULTS_FILE, run_dir / FINAL_MODEL, run_dir / "config.yaml"
-    if not evals or not path.is_file() or not weights.is_file() or not used.is_file():
+    path, weights = run_dir / RESULTS_FILE, run_dir / FINAL_MODEL
+    if not evals or not path.is_file() or not weights.is_file():
         return None
     if path.stat().st_mtime_ns < weights.stat().st_mtime_ns:
         return None
-    try:
-        trained = yaml.safe_load(used.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    if not isinstance(trained, dict):
+    trained = raw_config(run_dir)
+    if trained is None:
         return None
     changed = [
         key
